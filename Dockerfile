@@ -1,0 +1,11 @@
+# Astro Runtime 3.3-8 = Apache Airflow 3.3.2 on Python 3.12. The local environment (`make install`,
+# requirements-dev.lock) pins the same Airflow and Python: move both together (README, "Upgrading").
+FROM astrocrpublic.azurecr.io/runtime:3.3-8-python-3.12
+
+# Image-level Airflow settings, used by `astro dev start`, `astro deploy` and - read from this
+# file - by `make run` and `make test`, so the three agree.
+# Object-storage XCom backend: values above the threshold (bytes) go to S3, smaller ones to the DB.
+ENV AIRFLOW__CORE__XCOM_BACKEND=airflow.providers.common.io.xcom.backend.XComObjectStorageBackend
+ENV AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH=s3://aws_default@airflow-xcom/xcom
+ENV AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_THRESHOLD=65536
+ENV AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_COMPRESSION=gzip

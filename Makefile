@@ -1,0 +1,55 @@
+# Docker-free twin of the Astro CLI workflow. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+UV      := $(VENV)/bin/uv
+UV_VERSION := 0.13.8
+export UV_PYTHON_DOWNLOADS := never
+export PYTHONDONTWRITEBYTECODE := 1
+
+# Python 3.12 (the Astro Runtime's), else any 3.11+. Override with `make PYTHON=/path/to/python3`.
+PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/local/bin/python3.12 \
+                          /usr/bin/python3.12 python3.13 python3.11 python3; do \
+                   "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { command -v "$$p"; break; }; \
+                 done)
+
+.PHONY: help install run test lint lock parse-times clean
+
+help:  ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(PY):
+	@test -n "$(PYTHON)" || { echo "ERROR: no Python 3.11+ found; install one or pass PYTHON=/path/to/python3" >&2; exit 1; }
+	@echo "Creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version))"
+	$(PYTHON) -m venv $(VENV)
+
+$(UV): | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+# Re-sync only when the lock changed since the last sync.
+$(VENV)/.synced: requirements-dev.lock | $(UV)
+	$(UV) pip sync --python $(PY) requirements-dev.lock
+	@touch $@
+
+install: $(VENV)/.synced  ## create/update .venv from requirements-dev.lock (pinned, reproducible)
+
+run: install  ## start the whole local stack (Airflow + Postgres, Redis, S3); OFFLINE=1 uses API stand-ins
+	$(PY) -m devstack run $(if $(filter 1 true yes,$(OFFLINE)),--offline)
+
+test: install lint  ## lint, then the whole test suite against throwaway real servers
+	$(PY) -m pytest
+
+lint:  install ## ruff (with Airflow's AIR rules)
+	$(VENV)/bin/ruff check .
+
+lock: | $(UV)  ## re-resolve requirements*.txt into requirements-dev.lock
+	$(UV) pip compile requirements.txt requirements-dev.txt --universal --python-version 3.11 \
+	    --no-header -o requirements-dev.lock
+
+parse-times: install  ## how long each DAG file takes to parse (target < 100 ms each, < 1 s all)
+	$(PY) -m devstack.parse_times
+
+clean:  ## delete the local stack's state (.local/): databases, objects, logs
+	rm -rf .local

@@ -1,0 +1,152 @@
+"""airflow_settings.yaml -> the connections, variables and pools of the local stack.
+
+`astro dev start` applies airflow_settings.yaml as written (service names of the Astro Docker
+network). Locally the same file is the source of truth; the only differences - hosts and ports of
+the servers devstack started, and the API stand-ins in offline mode - are applied here, in one
+place (`local_connections`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import yaml
+
+# Connections devstack provides servers for.
+WAREHOUSE_CONN_ID = "warehouse_db"
+AWS_CONN_ID = "aws_default"
+REDIS_CONN_ID = "redis_default"
+# Buckets of the contract, created when the S3 server starts.
+BUCKETS = ("airflow-xcom", "weather-data", "market-data", "lifedata", "nyc-tlc")
+
+
+@dataclass
+class Settings:
+    connections: dict[str, dict] = field(default_factory=dict)
+    variables: dict[str, str] = field(default_factory=dict)
+    pools: dict[str, dict] = field(default_factory=dict)
+
+
+def load_settings(path: Path) -> Settings:
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    airflow = raw.get("airflow") or {}
+    settings = Settings()
+    for conn in airflow.get("connections") or []:
+        if not conn.get("conn_id"):
+            continue
+        settings.connections[conn["conn_id"]] = {
+            "conn_type": conn.get("conn_type"),
+            "host": conn.get("conn_host"),
+            "schema": conn.get("conn_schema"),
+            "login": conn.get("conn_login"),
+            "password": conn.get("conn_password"),
+            "port": conn.get("conn_port"),
+            "extra": dict(conn.get("conn_extra") or {}),
+        }
+    for var in airflow.get("variables") or []:
+        if var.get("variable_name"):
+            settings.variables[var["variable_name"]] = "" if var.get("variable_value") is None else str(var["variable_value"])
+    for pool in airflow.get("pools") or []:
+        if pool.get("pool_name"):
+            settings.pools[pool["pool_name"]] = {
+                "slots": int(pool.get("pool_slot") or 1),
+                "description": pool.get("pool_description") or "",
+            }
+    return settings
+
+
+def local_connections(settings: Settings, *, postgres_port: int, redis_port: int, s3_port: int,
+                      standin_url: str | None) -> dict[str, dict]:
+    """The settings' connections re-pointed at the local servers (and stand-ins when offline)."""
+    conns = {conn_id: {**conn, "extra": dict(conn["extra"])} for conn_id, conn in settings.connections.items()}
+    if WAREHOUSE_CONN_ID in conns:
+        conns[WAREHOUSE_CONN_ID].update(host="127.0.0.1", port=postgres_port)
+    if AWS_CONN_ID in conns:
+        conns[AWS_CONN_ID]["extra"]["endpoint_url"] = f"http://127.0.0.1:{s3_port}"
+    if REDIS_CONN_ID in conns:
+        conns[REDIS_CONN_ID].update(host="127.0.0.1", port=redis_port)
+    if standin_url:
+        scheme, _, hostport = standin_url.partition("://")
+        host, _, port = hostport.partition(":")
+        for conn in conns.values():
+            if conn["conn_type"] == "http":
+                conn.update(host=host, port=int(port), schema=scheme)
+    return conns
+
+
+def connection_env(conn_id: str, conn: dict) -> tuple[str, str]:
+    """AIRFLOW_CONN_<ID> in Airflow's JSON form (used by the tests, which run without the UI)."""
+    payload = {key: value for key, value in conn.items() if value not in (None, "", {})}
+    return f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(payload)
+
+
+def variable_env(name: str, value: str) -> tuple[str, str]:
+    return f"AIRFLOW_VAR_{name.upper()}", value
+
+
+def s3_credentials(settings: Settings) -> tuple[str, str]:
+    conn = settings.connections.get(AWS_CONN_ID) or {}
+    return conn.get("login") or "local-access-key", conn.get("password") or "local-secret-key"
+
+
+def warehouse_database(settings: Settings) -> tuple[str, str, str]:
+    """(database, role, password) that warehouse_db expects."""
+    conn = settings.connections.get(WAREHOUSE_CONN_ID) or {}
+    return conn.get("schema") or "warehouse", conn.get("login") or "warehouse", conn.get("password") or "warehouse"
+
+
+def sqlalchemy_url(user: str, password: str, port: int, database: str) -> str:
+    return f"postgresql+psycopg2://{quote(user)}:{quote(password)}@127.0.0.1:{port}/{database}"
+
+
+def apply_to_airflow(connections: dict[str, dict], settings: Settings) -> list[str]:
+    """Write connections, variables and pools into the Airflow metadata DB (run with Airflow's env).
+
+    Connections from the settings file are (re)written every time: their hosts and ports follow the
+    stack. Variables and pools are only created when missing, so a value you set in the UI (a real
+    API key, say) survives restarts.
+    """
+    from airflow.models import Connection, Pool, Variable  # noqa: PLC0415 - needs Airflow's env
+    from airflow.utils.session import create_session  # noqa: PLC0415
+
+    report = []
+    with create_session() as session:
+        for conn_id, conn in connections.items():
+            existing = session.query(Connection).filter(Connection.conn_id == conn_id).one_or_none()
+            target = existing or Connection(conn_id=conn_id)
+            target.conn_type = conn["conn_type"]
+            target.host = conn["host"]
+            target.schema = conn["schema"]
+            target.login = conn["login"]
+            target.set_password(conn["password"])
+            target.port = conn["port"]
+            target.set_extra(json.dumps(conn["extra"]) if conn["extra"] else None)
+            if existing is None:
+                session.add(target)
+            report.append(f"connection {conn_id}: {'updated' if existing else 'created'}")
+        for name, value in settings.variables.items():
+            if session.query(Variable).filter(Variable.key == name).one_or_none() is None:
+                session.add(Variable(key=name, val=value))
+                report.append(f"variable {name}: created")
+        for name, pool in settings.pools.items():
+            if session.query(Pool).filter(Pool.pool == name).one_or_none() is None:
+                session.add(Pool(pool=name, slots=pool["slots"], description=pool["description"],
+                                 include_deferred=False))
+                report.append(f"pool {name}: created ({pool['slots']} slots)")
+    return report
+
+
+def main(argv: list[str]) -> None:
+    """`python -m devstack.settings <settings.yaml> <connections.json>` - used by `make run`."""
+    settings = load_settings(Path(argv[0]))
+    connections = json.loads(Path(argv[1]).read_text())
+    for line in apply_to_airflow(connections, settings):
+        print(f"  {line}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,337 @@
+"""The whole local stack: which servers, on which ports, with which Airflow settings.
+
+Used two ways:
+- `make run` (run_forever): fixed ports, state kept under `.local/` so a restart resumes,
+  Airflow's api-server, scheduler, dag-processor and triggerer on top, Ctrl-C stops everything.
+- `make test` (tests/conftest.py): throwaway state in a temp dir and free ports, so tests run
+  beside a `make run` and twice in a row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devstack import settings as airflow_settings
+from devstack.services import (
+    CommandService,
+    PostgresService,
+    RedisService,
+    S3Service,
+    Service,
+    ServiceError,
+    free_port,
+    http_ok,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+AIRFLOW_DB = ("airflow", "airflow", "airflow")  # metadata database, role, password (local only)
+UI_USER, UI_PASSWORD = "admin", "admin"
+
+
+@dataclass
+class StackConfig:
+    state_dir: Path
+    postgres_port: int
+    redis_port: int
+    s3_port: int
+    s3_internal_ports: list[int]
+    standin_port: int
+    api_port: int
+    offline: bool = False
+    durable: bool = True  # fsync and Redis persistence; off for throwaway test servers
+    root: Path = ROOT
+    settings_file: Path = field(default_factory=lambda: ROOT / "airflow_settings.yaml")
+
+    @classmethod
+    def for_run(cls, offline: bool) -> StackConfig:
+        """Fixed ports (override with DEVSTACK_*_PORT) so bookmarks and clients keep working."""
+
+        def port(name: str, default: int) -> int:
+            return int(os.environ.get(f"DEVSTACK_{name}_PORT", default))
+
+        s3 = port("S3", 18333)
+        return cls(
+            state_dir=Path(os.environ.get("DEVSTACK_STATE_DIR", ROOT / ".local")).resolve(),
+            postgres_port=port("POSTGRES", 15432),
+            redis_port=port("REDIS", 16379),
+            s3_port=s3,
+            s3_internal_ports=list(range(s3 + 1, s3 + 12)),
+            standin_port=port("STANDIN", 18765),
+            api_port=port("API", 8080),
+            offline=offline,
+        )
+
+    @classmethod
+    def for_tests(cls, state_dir: Path) -> StackConfig:
+        return cls(
+            state_dir=state_dir,
+            postgres_port=free_port(),
+            redis_port=free_port(),
+            s3_port=free_port(),
+            s3_internal_ports=[free_port() for _ in range(11)],
+            standin_port=free_port(),
+            api_port=free_port(),
+            offline=True,
+            durable=False,
+        )
+
+    @property
+    def standin_url(self) -> str:
+        return f"http://127.0.0.1:{self.standin_port}"
+
+    @property
+    def s3_url(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.state_dir / "airflow"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    def settings(self) -> airflow_settings.Settings:
+        return airflow_settings.load_settings(self.settings_file)
+
+    def connections(self) -> dict[str, dict]:
+        return airflow_settings.local_connections(
+            self.settings(),
+            postgres_port=self.postgres_port,
+            redis_port=self.redis_port,
+            s3_port=self.s3_port,
+            standin_url=self.standin_url if self.offline else None,
+        )
+
+    def warehouse_url(self) -> str:
+        database, role, password = airflow_settings.warehouse_database(self.settings())
+        return airflow_settings.sqlalchemy_url(role, password, self.postgres_port, database)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines as docker/astro read an env file (no interpolation, optional quotes)."""
+    values: dict[str, str] = {}
+    if not path.exists():
+        return values
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def read_dockerfile_env(path: Path) -> dict[str, str]:
+    """`ENV KEY=VALUE` lines of the Dockerfile: image-level Airflow settings shared with Astro."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("ENV ") and "=" in line:
+            key, _, value = line[4:].strip().partition("=")
+            values[key.strip()] = value.strip().strip('"')
+    return values
+
+
+def _persistent_secret(path: Path, factory) -> str:
+    """Keys that must stay the same across restarts (Fernet-encrypted values, JWTs)."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = factory()
+    path.write_text(value)
+    path.chmod(0o600)
+    return value
+
+
+def airflow_env(cfg: StackConfig, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for every Airflow process of the stack.
+
+    Precedence: the caller's environment < Dockerfile ENV < .env < .env.local < what the stack
+    itself must decide (database URL, folders, ports).
+    """
+    from cryptography.fernet import Fernet  # noqa: PLC0415 - Airflow depends on cryptography
+
+    env = dict(os.environ if base is None else base)
+    env.update(read_dockerfile_env(cfg.root / "Dockerfile"))
+    env.update(read_env_file(cfg.root / ".env"))
+    env.update(read_env_file(cfg.root / ".env.local"))
+    home = cfg.airflow_home
+    home.mkdir(parents=True, exist_ok=True)
+    passwords = home / "simple_auth_manager_passwords.json"
+    passwords.write_text(json.dumps({UI_USER: UI_PASSWORD}))
+    database, user, password = AIRFLOW_DB
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(cfg.root / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(cfg.root / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_settings.sqlalchemy_url(
+                user, password, cfg.postgres_port, database
+            ),
+            "AIRFLOW__CORE__FERNET_KEY": _persistent_secret(
+                cfg.state_dir / "secrets" / "fernet_key", lambda: Fernet.generate_key().decode()
+            ),
+            "AIRFLOW__API_AUTH__JWT_SECRET": _persistent_secret(
+                cfg.state_dir / "secrets" / "jwt_secret", lambda: secrets.token_urlsafe(32)
+            ),
+            "AIRFLOW__API__SECRET_KEY": _persistent_secret(
+                cfg.state_dir / "secrets" / "api_secret_key", lambda: secrets.token_urlsafe(32)
+            ),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(cfg.api_port),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{cfg.api_port}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{cfg.api_port}/execution/",
+            "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{UI_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(cfg.log_dir / "airflow"),
+            "WEATHER_OUTPUT_DIR": env.get("WEATHER_OUTPUT_DIR") or str(cfg.state_dir / "data" / "weather"),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(cfg.root), env.get("PYTHONPATH")])),
+        }
+    )
+    return env
+
+
+def start_services(cfg: StackConfig) -> list[Service]:
+    """Postgres, Redis, S3 and the API stand-ins; stops what it started if one of them fails."""
+    settings = cfg.settings()
+    access_key, secret_key = airflow_settings.s3_credentials(settings)
+    services: list[Service] = [
+        PostgresService(cfg.state_dir / "postgres", cfg.log_dir, cfg.postgres_port,
+                        databases=[AIRFLOW_DB, airflow_settings.warehouse_database(settings)], fsync=cfg.durable),
+        RedisService(cfg.state_dir / "redis", cfg.log_dir, cfg.redis_port, persist=cfg.durable),
+        S3Service(cfg.state_dir / "s3", cfg.log_dir, cfg.s3_port, cfg.s3_internal_ports,
+                  access_key, secret_key, airflow_settings.BUCKETS),
+        CommandService("api-standins", [sys.executable, "-m", "devstack.standins", "--port", str(cfg.standin_port)],
+                       cfg.state_dir / "standins", cfg.log_dir, [cfg.standin_port],
+                       env={**os.environ, "PYTHONPATH": str(cfg.root)},
+                       ready=http_ok(f"{cfg.standin_url}/_standin/health"), start_timeout=30),
+    ]
+    started: list[Service] = []
+    try:
+        for service in services:
+            started_at = time.monotonic()
+            service.start()
+            started.append(service)
+            print(f"  {service.name:<13} ready on 127.0.0.1:{service.ports[0]} "
+                  f"({time.monotonic() - started_at:.1f}s)", flush=True)
+    except BaseException:
+        stop_all(started)
+        raise
+    return started
+
+
+def stop_all(services: list[Service]) -> None:
+    for service in reversed(services):
+        service.stop()
+
+
+def _airflow(env: dict[str, str], *args: str, what: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ServiceError(f"airflow {what} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+
+
+def migrate_and_seed(cfg: StackConfig, env: dict[str, str]) -> None:
+    _airflow(env, "db", "migrate", what="db migrate")
+    conn_file = cfg.state_dir / "secrets" / "connections.json"
+    conn_file.parent.mkdir(parents=True, exist_ok=True)
+    conn_file.write_text(json.dumps(cfg.connections()))
+    conn_file.chmod(0o600)
+    result = subprocess.run([sys.executable, "-m", "devstack.settings", str(cfg.settings_file), str(conn_file)],
+                            env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ServiceError(f"applying airflow_settings.yaml failed:\n{result.stderr[-3000:]}")
+    print(result.stdout, end="", flush=True)
+
+
+def airflow_components(cfg: StackConfig, env: dict[str, str]) -> list[Service]:
+    health = f"http://127.0.0.1:{cfg.api_port}/api/v2/monitor/health"
+
+    def component(name: str, args: list[str], ports: list[int], ready) -> CommandService:
+        return CommandService(f"airflow-{name}", [sys.executable, "-m", "airflow", *args], cfg.airflow_home,
+                              cfg.log_dir, ports, env=env, ready=ready, start_timeout=180)
+
+    def healthy(part: str):
+        def probe() -> bool:
+            import urllib.request  # noqa: PLC0415
+
+            with urllib.request.urlopen(health, timeout=3) as resp:  # noqa: S310 - local URL
+                return json.load(resp).get(part, {}).get("status") == "healthy"
+
+        return probe
+
+    return [
+        component("api-server", ["api-server", "--port", str(cfg.api_port), "--host", "127.0.0.1"],
+                  [cfg.api_port], http_ok(health)),
+        component("scheduler", ["scheduler"], [], healthy("scheduler")),
+        component("dag-processor", ["dag-processor"], [], healthy("dag_processor")),
+        component("triggerer", ["triggerer"], [], healthy("triggerer")),
+    ]
+
+
+def run_forever(offline: bool) -> int:
+    """`make run`: start everything, print where it is, wait for Ctrl-C, stop everything."""
+    cfg = StackConfig.for_run(offline)
+    started_at = time.monotonic()
+    running: list[Service] = []
+    stop_requested = False
+
+    def on_signal(signum, _frame):
+        nonlocal stop_requested
+        stop_requested = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    print(f"Starting the local stack (state in {cfg.state_dir}{', OFFLINE: APIs answered by stand-ins' if offline else ''})",
+          flush=True)
+    try:
+        running += start_services(cfg)
+        env = airflow_env(cfg)
+        migrate_and_seed(cfg, env)
+        for component in airflow_components(cfg, env):
+            t0 = time.monotonic()
+            component.start()
+            running.append(component)
+            print(f"  {component.name:<13} healthy ({time.monotonic() - t0:.1f}s)", flush=True)
+        print(
+            "\n"
+            f"Airflow is up in {time.monotonic() - started_at:.0f}s: http://127.0.0.1:{cfg.api_port}  "
+            f"(login {UI_USER} / {UI_PASSWORD})\n"
+            f"  warehouse_db  postgresql://127.0.0.1:{cfg.postgres_port}/"
+            f"{airflow_settings.warehouse_database(cfg.settings())[0]}\n"
+            f"  S3            {cfg.s3_url}   redis 127.0.0.1:{cfg.redis_port}\n"
+            f"  API stand-ins {cfg.standin_url}{'' if offline else ' (not used: OFFLINE=1 to use them)'}\n"
+            f"  logs          {cfg.log_dir}\n"
+            "Press Ctrl-C to stop every process started here.",
+            flush=True,
+        )
+        while True:
+            for service in running:
+                if not service.running():
+                    raise ServiceError(f"{service.name} stopped unexpectedly; see {service.log_path}")
+            time.sleep(2)
+    except KeyboardInterrupt:
+        print("\nStopping the local stack ...", flush=True)
+        return 0
+    except ServiceError as exc:
+        print(f"\nERROR: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abort the cleanup
+        stop_all(running)
+        print("Stopped." if not stop_requested else "Stopped (SIGTERM).", flush=True)

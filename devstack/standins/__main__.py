@@ -1,0 +1,3 @@
+from devstack.standins.server import main
+
+main()

@@ -1,0 +1,200 @@
+"""The stand-in HTTP server: routing, fault injection and the control endpoints.
+
+Control endpoints (JSON), used by tests and handy when poking at a DAG by hand:
+
+    GET    /_standin/health            -> {"status": "ok", "apis": [...]}
+    POST   /_standin/faults            body {"path": "/v1/archive", "kind": "http_429", "times": 1}
+    DELETE /_standin/faults            clear every fault
+    GET    /_standin/requests          requests served so far (method, path, query; newest last)
+    DELETE /_standin/requests          forget them
+
+A fault applies to the next `times` requests whose path starts with `path` (`times` null: until
+cleared). Kinds every API understands: `http_<status>` (the API's own error body for that status)
+`truncated` (a complete HTTP answer whose body stops half-way) and `dropped` (the connection
+closes half-way through a body whose Content-Length promised more). Other kinds
+are API-specific data faults (for Open-Meteo: `unequal_lengths`, `all_null`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from devstack.standins import open_meteo
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    fault: str | None = None
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json; charset=utf-8"})
+
+    @classmethod
+    def json(cls, status: int, payload, headers: dict[str, str] | None = None) -> Response:
+        response = cls(status, json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode())
+        response.headers.update(headers or {})
+        return response
+
+
+@dataclass
+class Fault:
+    path: str
+    kind: str
+    remaining: int | None
+
+
+# Each API module exposes PREFIXES (path prefixes it owns), handle(Request) -> Response and
+# error(status) -> Response. Later pipelines add their modules here.
+APIS = [open_meteo]
+
+
+class StandInServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address):
+        super().__init__(address, Handler)
+        self.lock = threading.Lock()
+        self.faults: list[Fault] = []
+        self.requests: list[dict] = []
+
+    def take_fault(self, path: str) -> str | None:
+        with self.lock:
+            for fault in self.faults:
+                if path.startswith(fault.path) and (fault.remaining is None or fault.remaining > 0):
+                    if fault.remaining is not None:
+                        fault.remaining -= 1
+                    return fault.kind
+        return None
+
+
+def _api_for(path: str):
+    for api in APIS:
+        if any(path.startswith(prefix) for prefix in api.PREFIXES):
+            return api
+    return None
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: StandInServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # noqa: A002 - stdlib signature
+        # Query strings can carry API keys: log the path only.
+        path = urlsplit(self.path).path
+        print(f"{self.command} {path} -> {args[1] if len(args) > 1 else ''}", flush=True)
+
+    def _read_request(self) -> Request:
+        parts = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        query = {key: values[-1] for key, values in parse_qs(parts.query, keep_blank_values=True).items()}
+        return Request(self.command, parts.path, query, dict(self.headers.items()), body)
+
+    def _send(self, response: Response) -> None:
+        self.send_response(response.status)
+        for key, value in response.headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
+
+    def _control(self, request: Request) -> Response:
+        server = self.server
+        if request.path == "/_standin/health":
+            return Response.json(200, {"status": "ok", "apis": [api.NAME for api in APIS]})
+        if request.path == "/_standin/faults":
+            if request.method == "DELETE":
+                with server.lock:
+                    server.faults.clear()
+                return Response.json(200, {"faults": []})
+            if request.method == "POST":
+                spec = json.loads(request.body or b"{}")
+                fault = Fault(spec["path"], spec["kind"], spec.get("times", 1))
+                with server.lock:
+                    server.faults.append(fault)
+                return Response.json(201, fault.__dict__)
+            with server.lock:
+                return Response.json(200, {"faults": [f.__dict__ for f in server.faults]})
+        if request.path == "/_standin/requests":
+            with server.lock:
+                if request.method == "DELETE":
+                    server.requests.clear()
+                return Response.json(200, {"requests": list(server.requests)})
+        return Response.json(404, {"detail": "unknown control endpoint"})
+
+    def _handle(self) -> None:
+        request = self._read_request()
+        if request.path.startswith("/_standin/"):
+            self._send(self._control(request))
+            return
+        api = _api_for(request.path)
+        if api is None:
+            self._send(Response.json(404, {"detail": f"no stand-in serves {request.path}"}))
+            return
+        with self.server.lock:
+            self.server.requests.append({"method": request.method, "path": request.path, "query": request.query})
+        request.fault = self.server.take_fault(request.path)
+        if request.fault and request.fault.startswith("http_"):
+            self._send(api.error(int(request.fault.removeprefix("http_"))))
+            return
+        response = api.handle(request)
+        if request.fault == "truncated" and response.status == 200:
+            # A complete HTTP answer whose body stops half-way (a proxy or server cutting output).
+            response.body = response.body[: len(response.body) // 2]
+        elif request.fault == "dropped" and response.status == 200:
+            # Promise the full length, send half, then drop the connection - like a cut-off download.
+            self.send_response(200)
+            for key, value in response.headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(response.body)))
+            self.end_headers()
+            self.wfile.write(response.body[: len(response.body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self._send(response)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
+
+
+def error_status_text(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Local stand-ins for the third-party APIs")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args(argv)
+    server = StandInServer((args.host, args.port))
+    print(f"API stand-ins ({', '.join(api.NAME for api in APIS)}) on http://{args.host}:{args.port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
