@@ -7,7 +7,8 @@ PY      := $(VENV)/bin/python
 UV      := $(VENV)/bin/uv
 UV_VERSION := 0.13.8
 export UV_PYTHON_DOWNLOADS := never
-export PYTHONDONTWRITEBYTECODE := 1
+# Bytecode is compiled once at install: imports (and DAG parsing) stay fast even where
+# PYTHONDONTWRITEBYTECODE is set.
 
 # Python 3.12 (the Astro Runtime's), else any 3.11+. Override with `make PYTHON=/path/to/python3`.
 PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/local/bin/python3.12 \
@@ -30,7 +31,7 @@ $(UV): | $(PY)
 
 # Re-sync only when the lock changed since the last sync.
 $(VENV)/.synced: requirements-dev.lock | $(UV)
-	$(UV) pip sync --python $(PY) requirements-dev.lock
+	$(UV) pip sync --compile-bytecode --python $(PY) requirements-dev.lock
 	@touch $@
 
 install: $(VENV)/.synced  ## create/update .venv from requirements-dev.lock (pinned, reproducible)

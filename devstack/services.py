@@ -59,6 +59,15 @@ def _die_with_parent() -> None:
         pass
 
 
+def _as_user(user: str | None) -> dict:
+    """subprocess kwargs that run a child as `user` with that user's group only (a child keeping
+    root's group would be refused by group-only directory permissions such as mkdtemp's 0700)."""
+    if user is None:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
 def _log_tail(path: Path, lines: int = 25) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()
@@ -111,7 +120,6 @@ class Service:
             )
         self.prepare()
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed on stop
-        user = self.run_as_user
         self.proc = subprocess.Popen(
             self.command(),
             stdout=log,
@@ -121,7 +129,7 @@ class Service:
             cwd=self.data_dir,
             start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops us in order
             preexec_fn=_die_with_parent,
-            user=user,
+            **_as_user(self.run_as_user),
         )
         log.close()
         self.wait_ready()
@@ -249,8 +257,8 @@ class PostgresService(Service):
             ],
             capture_output=True,
             text=True,
-            user=self.run_as_user,
             cwd=self.data_dir,
+            **_as_user(self.run_as_user),
         )
         pwfile.unlink()
         if result.returncode != 0:

@@ -1,0 +1,45 @@
+"""Hourly New York temperature from the Open-Meteo archive, clipped, saved as CSV - with
+classic operators (lab 12). The same pipeline in TaskFlow style: weather_data_taskflow_api."""
+
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG
+
+from include.dag_defaults import DEFAULT_ARGS
+from include.open_meteo import fetch_hourly_temperatures
+from include.weather import FETCH_KWARGS_FROM_PARAMS, clip_temperatures, weather_params, write_csv_file
+
+with DAG(
+    dag_id="weather_data_classes_api",
+    schedule=None,
+    catchup=False,
+    default_args=DEFAULT_ARGS,
+    params=weather_params(),
+    render_template_as_native_obj=True,  # params reach the callables as numbers, not strings
+    tags=["weather", "open-meteo", "lab12"],
+    doc_md="""
+### Weather, class-based operators
+Hourly 2 m temperature for the location and date range in the run's params (default: New York,
+2025) from the Open-Meteo archive API (`open_meteo_archive` connection), clipped to [-20, 50] °C,
+written to `$WEATHER_OUTPUT_DIR/weather_data_classes_api/<logical date>.csv`. The hourly dataset
+travels between tasks as XCom, which the object-storage backend keeps in `airflow-xcom`.
+""",
+) as dag:
+    extract = PythonOperator(
+        task_id="extract_hourly_temperatures",
+        python_callable=fetch_hourly_temperatures,
+        op_kwargs=FETCH_KWARGS_FROM_PARAMS,
+        show_return_value_in_logs=False,  # ~9k rows: keep them out of the task log
+    )
+    transform = PythonOperator(
+        task_id="transform_clip_temperatures",
+        python_callable=clip_temperatures,
+        op_kwargs={"hourly": extract.output},
+        show_return_value_in_logs=False,
+    )
+    load = PythonOperator(
+        task_id="load_csv_file",
+        python_callable=write_csv_file,
+        op_kwargs={"rows": transform.output},  # dag_run comes from the task context
+    )
+
+    extract >> transform >> load

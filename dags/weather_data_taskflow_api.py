@@ -1,0 +1,46 @@
+"""weather_data_classes_api rewritten with the TaskFlow API (lab 12, exercise 1)."""
+
+from airflow.sdk import dag, task
+
+from include.dag_defaults import DEFAULT_ARGS
+from include.weather import weather_params
+
+
+@dag(
+    dag_id="weather_data_taskflow_api",
+    schedule=None,
+    catchup=False,
+    default_args=DEFAULT_ARGS,
+    params=weather_params(),
+    tags=["weather", "open-meteo", "lab12"],
+    doc_md="""
+### Weather, TaskFlow API
+Same pipeline as `weather_data_classes_api`: Open-Meteo archive hourly temperature for the params'
+location and dates -> clipped to [-20, 50] °C -> `$WEATHER_OUTPUT_DIR/weather_data_taskflow_api/<logical date>.csv`.
+""",
+)
+def weather_data_taskflow_api():
+    @task(show_return_value_in_logs=False)  # ~9k rows: keep them out of the task log
+    def extract_hourly_temperatures(params=None) -> dict:
+        from include.open_meteo import fetch_hourly_temperatures
+
+        return fetch_hourly_temperatures(
+            params["latitude"], params["longitude"], params["start_date"], params["end_date"], params["timezone"]
+        )
+
+    @task(show_return_value_in_logs=False)
+    def transform_clip_temperatures(hourly: dict) -> dict:
+        from include.weather import clip_temperatures
+
+        return clip_temperatures(hourly)
+
+    @task
+    def load_csv_file(rows: dict, dag_run=None) -> str:
+        from include.weather import write_csv_file
+
+        return write_csv_file(rows, dag_run)
+
+    load_csv_file(transform_clip_temperatures(extract_hourly_temperatures()))
+
+
+weather_data_taskflow_api()

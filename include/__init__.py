@@ -1,0 +1,1 @@
+"""Pipeline logic shared by the DAGs: plain functions, testable without a scheduler."""

@@ -1,0 +1,124 @@
+"""Weather pipeline steps: clip hourly temperatures, write them as CSV (local file or S3).
+
+Used by weather_data_classes_api, weather_data_taskflow_api and weather_data_s3. Heavy imports
+(pandas, the object-storage stack) happen inside the functions, never when a DAG file is parsed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import UTC
+from pathlib import Path
+
+# The lab's defaults: New York City, calendar year 2025, local time.
+NYC_LATITUDE = 40.7143
+NYC_LONGITUDE = -74.006
+DEFAULT_START_DATE = "2025-01-01"
+DEFAULT_END_DATE = "2025-12-31"
+DEFAULT_TIMEZONE = "auto"
+# Physically plausible range for New York; values outside are sensor or model artefacts.
+TEMPERATURE_MIN_C = -20.0
+TEMPERATURE_MAX_C = 50.0
+
+WEATHER_BUCKET = "weather-data"
+S3_CONN_ID = "aws_default"
+CSV_COLUMNS = ("time", "temperature")
+
+
+def weather_params() -> dict:
+    """DAG params: location and date range, editable when triggering a run."""
+    from airflow.sdk import Param  # noqa: PLC0415
+
+    return {
+        "latitude": Param(NYC_LATITUDE, type="number", minimum=-90, maximum=90, description="Latitude, degrees"),
+        "longitude": Param(NYC_LONGITUDE, type="number", minimum=-180, maximum=180,
+                           description="Longitude, degrees"),
+        "start_date": Param(DEFAULT_START_DATE, type="string", format="date", description="First day (local)"),
+        "end_date": Param(DEFAULT_END_DATE, type="string", format="date", description="Last day (local)"),
+        "timezone": Param(DEFAULT_TIMEZONE, type="string",
+                          description="IANA zone for the hourly timestamps, or 'auto' for the location's own"),
+    }
+
+
+# op_kwargs for fetch_hourly_temperatures in classic operators: rendered from the run's params
+# (with render_template_as_native_obj=True the numbers stay numbers).
+FETCH_KWARGS_FROM_PARAMS = {
+    name: f"{{{{ params.{name} }}}}" for name in ("latitude", "longitude", "start_date", "end_date", "timezone")
+}
+
+
+def clip_temperatures(hourly: dict[str, list], lower: float = TEMPERATURE_MIN_C,
+                      upper: float = TEMPERATURE_MAX_C) -> dict[str, list]:
+    """Clip every temperature into [lower, upper]; missing values stay missing (None)."""
+    import pandas as pd  # noqa: PLC0415
+
+    frame = pd.DataFrame({"time": hourly["time"], "temperature": hourly["temperature"]}, columns=list(CSV_COLUMNS))
+    frame["temperature"] = pd.to_numeric(frame["temperature"], errors="raise").clip(lower=lower, upper=upper)
+    temperatures = [None if pd.isna(value) else float(value) for value in frame["temperature"]]
+    return {"time": frame["time"].tolist(), "temperature": temperatures}
+
+
+def to_csv_bytes(rows: dict[str, list]) -> bytes:
+    """CSV with a `time,temperature` header; missing temperatures are empty fields."""
+    import pandas as pd  # noqa: PLC0415
+
+    frame = pd.DataFrame({column: rows[column] for column in CSV_COLUMNS})
+    return frame.to_csv(index=False, lineterminator="\n").encode()
+
+
+def run_stamp(dag_run) -> str:
+    """`20250101T000000`: the run's logical date in UTC (for a manual run without one, the time it
+    was requested), as it appears in every file name and key. Re-running the run reuses it."""
+    moment = dag_run.logical_date or dag_run.run_after
+    if moment is None:
+        raise ValueError(f"run {dag_run.run_id!r} has neither a logical date nor a run_after time")
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y%m%dT%H%M%S")
+
+
+def output_dir() -> Path:
+    """Where the local-file DAGs write: $WEATHER_OUTPUT_DIR, else $AIRFLOW_HOME/data/weather."""
+    configured = os.environ.get("WEATHER_OUTPUT_DIR")
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("AIRFLOW_HOME", tempfile.gettempdir())) / "data" / "weather"
+
+
+def write_csv_file(rows: dict[str, list], dag_run, directory: Path | None = None) -> str:
+    """Write `<dir>/<dag_id>/<run stamp>.csv` atomically (temp file + rename): a reader never sees
+    a half-written file and a re-run replaces the file instead of adding another.
+
+    `dag_run` is the run from the task context (Airflow passes it by name)."""
+    target = (directory or output_dir()) / dag_run.dag_id / f"{run_stamp(dag_run)}.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = to_csv_bytes(rows)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return str(target)
+
+
+def s3_key(stamp: str) -> str:
+    return f"hourly_temperature/{stamp}.csv"
+
+
+def write_csv_object(rows: dict[str, list], dag_run, bucket: str = WEATHER_BUCKET,
+                     conn_id: str = S3_CONN_ID) -> str:
+    """Upload the CSV to `s3://<bucket>/hourly_temperature/<run stamp>.csv` through Airflow's
+    object storage. One PUT of the whole body: the object appears complete or not at all, and a
+    re-run overwrites the same key."""
+    from airflow.sdk import ObjectStoragePath  # noqa: PLC0415
+
+    stamp = run_stamp(dag_run)
+    path = ObjectStoragePath(f"s3://{conn_id}@{bucket}/{s3_key(stamp)}")
+    path.write_bytes(to_csv_bytes(rows))
+    return f"s3://{bucket}/{s3_key(stamp)}"

@@ -1,0 +1,138 @@
+"""Test session setup: throwaway real servers, started before Airflow is imported.
+
+pytest_configure runs before any test module is imported, so Airflow reads its configuration
+(metadata DB, XCom backend, connections) from the environment set here. Every server gets a free
+port and a temp dir: the suite runs beside `make run` and twice in a row. A server that cannot
+start aborts the session with its name and log - no test is skipped for a missing service.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+_STACK: dict = {}
+
+
+def pytest_configure(config):
+    from devstack import settings as airflow_settings
+    from devstack.stack import StackConfig, airflow_env, start_services
+
+    state_dir = Path(tempfile.mkdtemp(prefix="airflow-project-tests-"))
+    cfg = StackConfig.for_tests(state_dir)
+    print(f"\nStarting throwaway servers in {state_dir}", flush=True)
+    try:
+        services = start_services(cfg)
+    except Exception as exc:
+        shutil.rmtree(state_dir, ignore_errors=True)
+        raise pytest.UsageError(f"the test stack could not start: {exc}") from exc
+    env = airflow_env(cfg)
+    env["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+    for conn_id, conn in cfg.connections().items():
+        key, value = airflow_settings.connection_env(conn_id, conn)
+        env[key] = value
+    for name, value in cfg.settings().variables.items():
+        key, value = airflow_settings.variable_env(name, value)
+        env[key] = value
+    os.environ.update(env)
+    _STACK.update(cfg=cfg, services=services, state_dir=state_dir)
+    result = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=dict(os.environ),
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        _stop()
+        raise pytest.UsageError(f"airflow db migrate failed on the test Postgres:\n{result.stderr[-3000:]}")
+
+
+def _stop():
+    from devstack.stack import stop_all
+
+    if "airflow.settings" in sys.modules:  # close pooled DB connections before Postgres goes away
+        sys.modules["airflow.settings"].dispose_orm()
+
+    stop_all(_STACK.get("services", []))
+    if _STACK.get("state_dir"):
+        shutil.rmtree(_STACK["state_dir"], ignore_errors=True)
+
+
+def pytest_unconfigure(config):
+    _stop()
+
+
+@dataclass
+class Stack:
+    """Handles on the session's servers for assertions."""
+
+    cfg: object
+
+    @property
+    def standin_url(self) -> str:
+        return self.cfg.standin_url
+
+    def s3(self):
+        import boto3
+
+        access_key, secret_key = _credentials(self.cfg)
+        return boto3.client("s3", endpoint_url=self.cfg.s3_url, region_name="us-east-1",
+                            aws_access_key_id=access_key, aws_secret_access_key=secret_key)
+
+    def list_keys(self, bucket: str, prefix: str = "") -> dict[str, str]:
+        """{key: ETag} of every object under prefix."""
+        client = self.s3()
+        keys = {}
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                keys[obj["Key"]] = obj["ETag"]
+        return keys
+
+    def empty_bucket(self, bucket: str) -> None:
+        client = self.s3()
+        for key in self.list_keys(bucket):
+            client.delete_object(Bucket=bucket, Key=key)
+
+    def get_object(self, bucket: str, key: str) -> bytes:
+        return self.s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def inject_fault(self, path: str, kind: str, times: int | None = 1) -> None:
+        _post_json(f"{self.standin_url}/_standin/faults", {"path": path, "kind": kind, "times": times})
+
+    def clear_faults(self) -> None:
+        request = urllib.request.Request(f"{self.standin_url}/_standin/faults", method="DELETE")
+        urllib.request.urlopen(request, timeout=5).close()
+
+
+def _credentials(cfg) -> tuple[str, str]:
+    from devstack.settings import s3_credentials
+
+    return s3_credentials(cfg.settings())
+
+
+def _post_json(url: str, payload: dict) -> None:
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=5).close()
+
+
+@pytest.fixture(scope="session")
+def stack() -> Stack:
+    return Stack(_STACK["cfg"])
+
+
+@pytest.fixture
+def standin(stack):
+    """The API stand-ins with no fault armed before and after the test."""
+    stack.clear_faults()
+    yield stack
+    stack.clear_faults()
