@@ -16,7 +16,7 @@ PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.1
                    "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { command -v "$$p"; break; }; \
                  done)
 
-.PHONY: help install run test lint lock parse-times clean
+.PHONY: help install run test lint parse-check lock parse-times clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -39,8 +39,15 @@ install: $(VENV)/.synced  ## create/update .venv from requirements-dev.lock (pin
 run: install  ## start the whole local stack (Airflow + Postgres, Redis, S3); OFFLINE=1 uses API stand-ins
 	$(PY) -m devstack run $(if $(filter 1 true yes,$(OFFLINE)),--offline)
 
-test: install lint  ## lint, then the whole test suite against throwaway real servers
+test: install lint parse-check  ## lint, astro parse check, then the whole suite against throwaway real servers
 	$(PY) -m pytest
+
+# What `astro dev parse` runs, in its own interpreter: it stubs connections, variables and
+# os.getenv process-wide, which must not leak into the end-to-end tests.
+parse-check: install  ## the .astro DAG integrity test (= astro dev parse) without Docker
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	AIRFLOW_HOME="$$tmp" AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/dags" AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	PYTHONPATH="$(CURDIR)" $(PY) -m pytest -p no:cacheprovider -q .astro/test_dag_integrity_default.py
 
 lint:  install ## ruff (with Airflow's AIR rules)
 	$(VENV)/bin/ruff check .

@@ -24,22 +24,22 @@ written to `$WEATHER_OUTPUT_DIR/weather_data_classes_api/<logical date>.csv`. Th
 travels between tasks as XCom, which the object-storage backend keeps in `airflow-xcom`.
 """,
 ) as dag:
-    extract = PythonOperator(
+    extract_hourly_temperatures = PythonOperator(
         task_id="extract_hourly_temperatures",
         python_callable=fetch_hourly_temperatures,
         op_kwargs=FETCH_KWARGS_FROM_PARAMS,
         show_return_value_in_logs=False,  # ~9k rows: keep them out of the task log
     )
-    transform = PythonOperator(
+    transform_clip_temperatures = PythonOperator(
         task_id="transform_clip_temperatures",
         python_callable=clip_temperatures,
-        op_kwargs={"hourly": extract.output},
+        op_kwargs={"hourly": extract_hourly_temperatures.output},
         show_return_value_in_logs=False,
     )
-    load = PythonOperator(
+    load_csv_file = PythonOperator(
         task_id="load_csv_file",
         python_callable=write_csv_file,
-        op_kwargs={"rows": transform.output},  # dag_run comes from the task context
+        op_kwargs={"rows": transform_clip_temperatures.output},  # dag_run comes from the task context
     )
 
-    extract >> transform >> load
+    extract_hourly_temperatures >> transform_clip_temperatures >> load_csv_file

@@ -22,22 +22,22 @@ Open-Meteo archive hourly temperature (params: location, dates) -> clipped to [-
 overwrites its own object; nothing else is written.
 """,
 ) as dag:
-    extract = PythonOperator(
+    extract_hourly_temperatures = PythonOperator(
         task_id="extract_hourly_temperatures",
         python_callable=fetch_hourly_temperatures,
         op_kwargs=FETCH_KWARGS_FROM_PARAMS,
         show_return_value_in_logs=False,  # ~9k rows: keep them out of the task log
     )
-    transform = PythonOperator(
+    transform_clip_temperatures = PythonOperator(
         task_id="transform_clip_temperatures",
         python_callable=clip_temperatures,
-        op_kwargs={"hourly": extract.output},
+        op_kwargs={"hourly": extract_hourly_temperatures.output},
         show_return_value_in_logs=False,
     )
-    load = PythonOperator(
+    load_csv_to_s3 = PythonOperator(
         task_id="load_csv_to_s3",
         python_callable=write_csv_object,
-        op_kwargs={"rows": transform.output},  # dag_run comes from the task context
+        op_kwargs={"rows": transform_clip_temperatures.output},  # dag_run comes from the task context
     )
 
-    extract >> transform >> load
+    extract_hourly_temperatures >> transform_clip_temperatures >> load_csv_to_s3

@@ -3,7 +3,8 @@
 from airflow.sdk import dag, task
 
 from include.dag_defaults import DEFAULT_ARGS
-from include.weather import weather_params
+from include.open_meteo import fetch_hourly_temperatures
+from include.weather import clip_temperatures, weather_params, write_csv_file
 
 
 @dag(
@@ -22,22 +23,16 @@ location and dates -> clipped to [-20, 50] °C -> `$WEATHER_OUTPUT_DIR/weather_d
 def weather_data_taskflow_api():
     @task(show_return_value_in_logs=False)  # ~9k rows: keep them out of the task log
     def extract_hourly_temperatures(params=None) -> dict:
-        from include.open_meteo import fetch_hourly_temperatures
-
         return fetch_hourly_temperatures(
             params["latitude"], params["longitude"], params["start_date"], params["end_date"], params["timezone"]
         )
 
     @task(show_return_value_in_logs=False)
     def transform_clip_temperatures(hourly: dict) -> dict:
-        from include.weather import clip_temperatures
-
         return clip_temperatures(hourly)
 
     @task
     def load_csv_file(rows: dict, dag_run=None) -> str:
-        from include.weather import write_csv_file
-
         return write_csv_file(rows, dag_run)
 
     load_csv_file(transform_clip_temperatures(extract_hourly_temperatures()))

@@ -8,6 +8,7 @@ the cause (busy port, crashed process with the tail of its log, timeout) instead
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import os
@@ -169,10 +170,8 @@ class Service:
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait(5)
 
 
@@ -297,11 +296,12 @@ class PostgresService(Service):
     def after_ready(self) -> None:
         for database, role, password in self.databases:
             quoted_pw = password.replace("'", "''")
-            if not self.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{role}'"):
+            # Names and passwords come from airflow_settings.yaml, a file of this repo.
+            if not self.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{role}'"):  # noqa: S608
                 self.psql(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{quoted_pw}'")
             else:
                 self.psql(f"ALTER ROLE \"{role}\" LOGIN PASSWORD '{quoted_pw}'")
-            if not self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}'"):
+            if not self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}'"):  # noqa: S608
                 self.psql(f'CREATE DATABASE "{database}" OWNER "{role}"')
 
 
@@ -401,10 +401,9 @@ class S3Service(Service):
                 existing = set()
             missing = set(self.buckets) - existing
             for bucket in missing:
-                try:
+                # May already exist or the filer may still be starting: verified on the next pass.
+                with contextlib.suppress(Exception):
                     client.create_bucket(Bucket=bucket)
-                except Exception:  # noqa: BLE001,S110 - may already exist; verified on next pass
-                    pass
             if not missing:
                 return
             time.sleep(0.3)

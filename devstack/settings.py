@@ -49,7 +49,8 @@ def load_settings(path: Path) -> Settings:
         }
     for var in airflow.get("variables") or []:
         if var.get("variable_name"):
-            settings.variables[var["variable_name"]] = "" if var.get("variable_value") is None else str(var["variable_value"])
+            value = var.get("variable_value")
+            settings.variables[var["variable_name"]] = "" if value is None else str(value)
     for pool in airflow.get("pools") or []:
         if pool.get("pool_name"):
             settings.pools[pool["pool_name"]] = {
@@ -110,7 +111,8 @@ def apply_to_airflow(connections: dict[str, dict], settings: Settings) -> list[s
     stack. Variables and pools are only created when missing, so a value you set in the UI (a real
     API key, say) survives restarts.
     """
-    from airflow.models import Connection, Pool, Variable  # noqa: PLC0415 - needs Airflow's env
+    # The ORM models (not airflow.sdk's): this writes rows into the metadata DB.
+    from airflow.models import Connection, Pool, Variable  # noqa: PLC0415
     from airflow.utils.session import create_session  # noqa: PLC0415
 
     report = []

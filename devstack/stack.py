@@ -195,7 +195,9 @@ def airflow_env(cfg: StackConfig, base: dict[str, str] | None = None) -> dict[st
             "AIRFLOW__API__PORT": str(cfg.api_port),
             "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{cfg.api_port}",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{cfg.api_port}/execution/",
-            "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+            "AIRFLOW__CORE__AUTH_MANAGER": (
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+            ),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{UI_USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(cfg.log_dir / "airflow"),
@@ -297,8 +299,8 @@ def run_forever(offline: bool) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
-    print(f"Starting the local stack (state in {cfg.state_dir}{', OFFLINE: APIs answered by stand-ins' if offline else ''})",
-          flush=True)
+    mode = ", OFFLINE: APIs answered by stand-ins" if offline else ""
+    print(f"Starting the local stack (state in {cfg.state_dir}{mode})", flush=True)
     try:
         running += start_services(cfg)
         env = airflow_env(cfg)

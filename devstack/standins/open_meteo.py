@@ -140,6 +140,7 @@ def _handle(request):
         raise BadRequest("Timezone is required")
     zone = _timezone(query, latitude, longitude)
     unixtime = query.get("timeformat", "iso8601") == "unixtime"
+    time_unit = "unixtime" if unixtime else "iso8601"
     model = "era5" if archive else "best_match"
     cell_lat, cell_lon = _snap(latitude, 0.1), _snap(longitude, 0.1)
     first_moment = datetime(start.year, start.month, start.day, tzinfo=zone)
@@ -168,18 +169,19 @@ def _handle(request):
             name: [temperature(latitude, longitude, m, model) if m.date() <= available_until else None for m in moments]
             for name in hourly
         }
-        payload["hourly_units"] = {"time": "unixtime" if unixtime else "iso8601", **{n: HOURLY_VARIABLES[n] for n in hourly}}
+        payload["hourly_units"] = {"time": time_unit, **{n: HOURLY_VARIABLES[n] for n in hourly}}
         payload["hourly"] = {"time": [stamp(m, False) for m in moments], **series}
     if daily:
         per_day = {
-            d: [temperature(latitude, longitude, datetime(d.year, d.month, d.day, h, tzinfo=zone), model) for h in range(24)]
+            d: [temperature(latitude, longitude, datetime(d.year, d.month, d.day, h, tzinfo=zone), model)
+                for h in range(24)]
             for d in days
         }
         series = {}
         for name in daily:
             pick = max if name.endswith("_max") else min
             series[name] = [pick(per_day[d]) if d <= available_until else None for d in days]
-        payload["daily_units"] = {"time": "unixtime" if unixtime else "iso8601", **{n: DAILY_VARIABLES[n] for n in daily}}
+        payload["daily_units"] = {"time": time_unit, **{n: DAILY_VARIABLES[n] for n in daily}}
         payload["daily"] = {
             "time": [stamp(datetime(d.year, d.month, d.day, tzinfo=zone), True) for d in days],
             **series,

@@ -1,0 +1,61 @@
+"""include/weather.py without a scheduler: clipping, CSV format, atomic local writes, run stamps."""
+
+from datetime import UTC, datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import pytest
+
+from include.weather import clip_temperatures, run_stamp, to_csv_bytes, write_csv_file
+
+
+def test_clip_bounds_and_keeps_missing_values():
+    hourly = {"time": ["t1", "t2", "t3", "t4"], "temperature": [-35.5, 12.25, None, 51.0]}
+
+    assert clip_temperatures(hourly) == {"time": ["t1", "t2", "t3", "t4"], "temperature": [-20.0, 12.25, None, 50.0]}
+
+
+def test_clip_rejects_non_numeric_values():
+    with pytest.raises(ValueError):
+        clip_temperatures({"time": ["t1"], "temperature": ["warm"]})
+
+
+def test_csv_has_header_and_empty_field_for_missing():
+    csv = to_csv_bytes({"time": ["2025-01-01T00:00", "2025-01-01T01:00"], "temperature": [1.5, None]})
+
+    assert csv == b"time,temperature\n2025-01-01T00:00,1.5\n2025-01-01T01:00,\n"
+
+
+def _run(logical_date, run_after=None, dag_id="some_dag"):
+    return SimpleNamespace(dag_id=dag_id, run_id="r", logical_date=logical_date, run_after=run_after)
+
+
+def test_run_stamp_is_the_logical_date_in_utc():
+    new_york = timezone(timedelta(hours=-5))
+    assert run_stamp(_run(datetime(2025, 1, 1, 19, 0, tzinfo=new_york))) == "20250102T000000"
+
+
+def test_manual_run_without_logical_date_uses_run_after():
+    assert run_stamp(_run(None, datetime(2025, 7, 4, 12, 30, 5, tzinfo=UTC))) == "20250704T123005"
+
+
+def test_write_is_atomic_and_a_rewrite_replaces(tmp_path):
+    run = _run(datetime(2025, 1, 1, tzinfo=UTC))
+    rows = {"time": ["a"], "temperature": [1.0]}
+
+    first = write_csv_file(rows, run, directory=tmp_path)
+    second = write_csv_file({"time": ["a"], "temperature": [2.0]}, run, directory=tmp_path)
+
+    assert first == second == str(tmp_path / "some_dag" / "20250101T000000.csv")
+    assert sorted(p.name for p in (tmp_path / "some_dag").iterdir()) == ["20250101T000000.csv"]
+    assert (tmp_path / "some_dag" / "20250101T000000.csv").read_text() == "time,temperature\na,2.0\n"
+
+
+def test_failed_write_leaves_the_previous_file_untouched(tmp_path):
+    run = _run(datetime(2025, 1, 1, tzinfo=UTC))
+    write_csv_file({"time": ["a"], "temperature": [1.0]}, run, directory=tmp_path)
+
+    with pytest.raises(KeyError):
+        write_csv_file({"time": ["a"]}, run, directory=tmp_path)  # no temperature column
+
+    assert sorted(p.name for p in (tmp_path / "some_dag").iterdir()) == ["20250101T000000.csv"]
+    assert (tmp_path / "some_dag" / "20250101T000000.csv").read_text() == "time,temperature\na,1.0\n"
