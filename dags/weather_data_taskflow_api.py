@@ -21,13 +21,14 @@ location and dates -> clipped to [-20, 50] °C -> `$WEATHER_OUTPUT_DIR/weather_d
 """,
 )
 def weather_data_taskflow_api():
-    @task(show_return_value_in_logs=False)  # ~9k rows: keep them out of the task log
+    # multiple_outputs=False: a `-> dict` task would otherwise also push every key as its own XCom.
+    @task(show_return_value_in_logs=False, multiple_outputs=False)  # ~9k rows: keep them out of the log
     def extract_hourly_temperatures(params=None) -> dict:
         return fetch_hourly_temperatures(
             params["latitude"], params["longitude"], params["start_date"], params["end_date"], params["timezone"]
         )
 
-    @task(show_return_value_in_logs=False)
+    @task(show_return_value_in_logs=False, multiple_outputs=False)
     def transform_clip_temperatures(hourly: dict) -> dict:
         return clip_temperatures(hourly)
 

@@ -291,14 +291,17 @@ def run_forever(offline: bool) -> int:
     cfg = StackConfig.for_run(offline)
     started_at = time.monotonic()
     running: list[Service] = []
-    stop_requested = False
+    stop_requested = ""
 
     def on_signal(signum, _frame):
         nonlocal stop_requested
-        stop_requested = True
+        stop_requested = signal.Signals(signum).name
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_signal)
+    # Explicit handlers: a shell may start us with SIGINT ignored (background job), and a
+    # closed terminal sends SIGHUP - every one of them must stop what we started.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     mode = ", OFFLINE: APIs answered by stand-ins" if offline else ""
     print(f"Starting the local stack (state in {cfg.state_dir}{mode})", flush=True)
     try:
@@ -334,6 +337,7 @@ def run_forever(offline: bool) -> int:
         print(f"\nERROR: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abort the cleanup
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C must not abort the cleanup
         stop_all(running)
-        print("Stopped." if not stop_requested else "Stopped (SIGTERM).", flush=True)
+        print(f"Stopped{f' ({stop_requested})' if stop_requested else ''}.", flush=True)

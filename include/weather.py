@@ -96,6 +96,7 @@ def write_csv_file(rows: dict[str, list], dag_run, directory: Path | None = None
     data = to_csv_bytes(rows)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the file from other users and tools
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
