@@ -5,8 +5,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG
 
 from include.dag_defaults import DEFAULT_ARGS
-from include.open_meteo import fetch_hourly_temperatures
-from include.weather import FETCH_KWARGS_FROM_PARAMS, clip_temperatures, weather_params, write_csv_file
+from include.weather import extract_and_clip_operators, weather_params, write_csv_file
 
 with DAG(
     dag_id="weather_data_classes_api",
@@ -24,22 +23,11 @@ written to `$WEATHER_OUTPUT_DIR/weather_data_classes_api/<logical date>.csv`. Th
 travels between tasks as XCom, which the object-storage backend keeps in `airflow-xcom`.
 """,
 ) as dag:
-    extract_hourly_temperatures = PythonOperator(
-        task_id="extract_hourly_temperatures",
-        python_callable=fetch_hourly_temperatures,
-        op_kwargs=FETCH_KWARGS_FROM_PARAMS,
-        show_return_value_in_logs=False,  # ~9k rows: keep them out of the task log
-    )
-    transform_clip_temperatures = PythonOperator(
-        task_id="transform_clip_temperatures",
-        python_callable=clip_temperatures,
-        op_kwargs={"hourly": extract_hourly_temperatures.output},
-        show_return_value_in_logs=False,
-    )
+    # extract_hourly_temperatures >> transform_clip_temperatures (PythonOperators, include/weather.py)
+    _, transform_clip_temperatures = extract_and_clip_operators()
     load_csv_file = PythonOperator(
         task_id="load_csv_file",
         python_callable=write_csv_file,
         op_kwargs={"rows": transform_clip_temperatures.output},  # dag_run comes from the task context
     )
-
-    extract_hourly_temperatures >> transform_clip_temperatures >> load_csv_file
+    transform_clip_temperatures >> load_csv_file

@@ -11,6 +11,8 @@ import tempfile
 from datetime import UTC
 from pathlib import Path
 
+from include.open_meteo import fetch_hourly_temperatures
+
 # The lab's defaults: New York City, calendar year 2025, local time.
 NYC_LATITUDE = 40.7143
 NYC_LONGITUDE = -74.006
@@ -46,6 +48,28 @@ def weather_params() -> dict:
 FETCH_KWARGS_FROM_PARAMS = {
     name: f"{{{{ params.{name} }}}}" for name in ("latitude", "longitude", "start_date", "end_date", "timezone")
 }
+
+
+def extract_and_clip_operators():
+    """The first two steps of the classic-operator weather DAGs, created in the current DAG:
+    extract_hourly_temperatures -> transform_clip_temperatures. Returns both operators; the
+    DAG adds its own load step (local file or S3) after the second."""
+    from airflow.providers.standard.operators.python import PythonOperator  # noqa: PLC0415
+
+    extract_hourly_temperatures = PythonOperator(
+        task_id="extract_hourly_temperatures",
+        python_callable=fetch_hourly_temperatures,
+        op_kwargs=FETCH_KWARGS_FROM_PARAMS,
+        show_return_value_in_logs=False,  # ~9k rows: keep them out of the task log
+    )
+    transform_clip_temperatures = PythonOperator(
+        task_id="transform_clip_temperatures",
+        python_callable=clip_temperatures,
+        op_kwargs={"hourly": extract_hourly_temperatures.output},
+        show_return_value_in_logs=False,
+    )
+    extract_hourly_temperatures >> transform_clip_temperatures
+    return extract_hourly_temperatures, transform_clip_temperatures
 
 
 def clip_temperatures(hourly: dict[str, list], lower: float = TEMPERATURE_MIN_C,
