@@ -16,7 +16,7 @@ PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.1
                    "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { command -v "$$p"; break; }; \
                  done)
 
-.PHONY: help install run test lint parse-check lock parse-times clean
+.PHONY: help install run test airflow lint parse-check lock parse-times clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ parse-check: install  ## the .astro DAG integrity test (= astro dev parse) witho
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	AIRFLOW_HOME="$$tmp" AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/dags" AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	PYTHONPATH="$(CURDIR)" $(PY) -m pytest -p no:cacheprovider -q .astro/test_dag_integrity_default.py
+
+airflow: install  ## the Airflow CLI against the running `make run` stack, e.g. make airflow CMD="dags list"
+	$(PY) -m devstack airflow $(CMD)
 
 lint:  install ## ruff (with Airflow's AIR rules)
 	$(VENV)/bin/ruff check .

@@ -1,19 +1,30 @@
-"""`python -m devstack run [--offline]` - what `make run` calls."""
+"""devstack command line - what the Makefile calls.
+
+    python -m devstack run [--offline]      start the whole local stack in the foreground
+    python -m devstack airflow ARGS...       the Airflow CLI against the running local stack
+"""
 
 import argparse
+import os
 import sys
 
-from devstack.stack import run_forever
+from devstack.stack import StackConfig, airflow_env, run_forever
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="start the whole local stack in the foreground (Ctrl-C stops it)")
     run.add_argument("--offline", action="store_true", help="point every third-party API at the local stand-ins")
+    cli = sub.add_parser("airflow", help="run an Airflow CLI command against the local stack (started by make run)")
+    cli.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     if args.command == "run":
         return run_forever(offline=args.offline)
+    if args.command == "airflow":
+        env = airflow_env(StackConfig.for_run(offline=False))
+        os.execvpe(sys.executable, [sys.executable, "-m", "airflow", *args.args], env)  # noqa: S606
     return 2
 
 
