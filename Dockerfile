@@ -9,3 +9,5 @@ ENV AIRFLOW__CORE__XCOM_BACKEND=airflow.providers.common.io.xcom.backend.XComObj
 ENV AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH=s3://aws_default@airflow-xcom/xcom
 ENV AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_THRESHOLD=65536
 ENV AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_COMPRESSION=gzip
+# PythonVirtualenvOperator builds its venvs with uv (installed from requirements.txt).
+ENV AIRFLOW__STANDARD__VENV_INSTALL_METHOD=uv

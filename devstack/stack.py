@@ -34,6 +34,7 @@ from devstack.services import (
 ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW_DB = ("airflow", "airflow", "airflow")  # metadata database, role, password (local only)
 UI_USER, UI_PASSWORD = "admin", "admin"
+STANDIN_TWELVEDATA_KEY = "offline-standin-key"
 
 
 @dataclass
@@ -203,8 +204,14 @@ def airflow_env(cfg: StackConfig, base: dict[str, str] | None = None) -> dict[st
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(cfg.log_dir / "airflow"),
             "WEATHER_OUTPUT_DIR": env.get("WEATHER_OUTPUT_DIR") or str(cfg.state_dir / "data" / "weather"),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(cfg.root), env.get("PYTHONPATH")])),
+            # uv (virtualenv tasks) and the venv's tools, whatever PATH the caller had.
+            "PATH": os.pathsep.join(filter(None, [str(Path(sys.executable).parent), env.get("PATH")])),
         }
     )
+    if cfg.offline:
+        # The stand-ins accept this key; a real key from .env.local is not sent to them.
+        env.update({"AIRFLOW_VAR_TWELVEDATA_API_KEY": STANDIN_TWELVEDATA_KEY,
+                    "TWELVEDATA_API_KEY": STANDIN_TWELVEDATA_KEY})
     return env
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import UTC
 from pathlib import Path
 
 from include.open_meteo import fetch_hourly_temperatures
+from include.runs import run_stamp
 
 # The lab's defaults: New York City, calendar year 2025, local time.
 NYC_LATITUDE = 40.7143
@@ -89,17 +89,6 @@ def to_csv_bytes(rows: dict[str, list]) -> bytes:
 
     frame = pd.DataFrame({column: rows[column] for column in CSV_COLUMNS})
     return frame.to_csv(index=False, lineterminator="\n").encode()
-
-
-def run_stamp(dag_run) -> str:
-    """`20250101T000000`: the run's logical date in UTC (for a manual run without one, the time it
-    was requested), as it appears in every file name and key. Re-running the run reuses it."""
-    moment = dag_run.logical_date or dag_run.run_after
-    if moment is None:
-        raise ValueError(f"run {dag_run.run_id!r} has neither a logical date nor a run_after time")
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC)
-    return moment.strftime("%Y%m%dT%H%M%S")
 
 
 def output_dir() -> Path:

@@ -26,6 +26,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 _STACK: dict = {}
+TEST_TWELVEDATA_KEY = "test-td-KEY-5f3a9c1e77"
+# Most tests make many TwelveData calls within a minute; the free plan's 8 would throttle them.
+TEST_STANDIN_CONFIG = {"twelvedata_credits_per_minute": 10_000}
 
 
 def pytest_configure(config):
@@ -56,6 +59,8 @@ def pytest_configure(config):
     for name, value in cfg.settings().variables.items():
         key, value = airflow_settings.variable_env(name, value)
         env[key] = value
+    # A distinctive key, so tests can search logs, XComs and rendered fields for its literal value.
+    env["AIRFLOW_VAR_TWELVEDATA_API_KEY"] = env["TWELVEDATA_API_KEY"] = TEST_TWELVEDATA_KEY
     os.environ.update(env)
     _STACK.update(cfg=cfg, services=services, state_dir=state_dir)
     result = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=dict(os.environ),
@@ -63,6 +68,10 @@ def pytest_configure(config):
     if result.returncode != 0:
         _stop()
         raise pytest.UsageError(f"airflow db migrate failed on the test Postgres:\n{result.stderr[-3000:]}")
+    # Pools (and variables) from airflow_settings.yaml, as make run seeds them.
+    subprocess.run([sys.executable, "-c", "from devstack.settings import apply_to_airflow, load_settings; "
+                    f"apply_to_airflow({{}}, load_settings({str(cfg.settings_file)!r}))"],
+                   env=dict(os.environ), check=True, capture_output=True)
 
 
 def _stop():
@@ -118,7 +127,21 @@ class Stack:
         _post_json(f"{self.standin_url}/_standin/faults", {"path": path, "kind": kind, "times": times})
 
     def clear_faults(self) -> None:
-        request = urllib.request.Request(f"{self.standin_url}/_standin/faults", method="DELETE")
+        for path in ("faults", "config"):
+            request = urllib.request.Request(f"{self.standin_url}/_standin/{path}", method="DELETE")
+            urllib.request.urlopen(request, timeout=5).close()
+        self.configure(**TEST_STANDIN_CONFIG)
+
+    def configure(self, **settings) -> None:
+        """Change stand-in behaviour (e.g. twelvedata_credits_per_minute) until the test ends."""
+        _post_json(f"{self.standin_url}/_standin/config", settings)
+
+    def requests_seen(self) -> list[dict]:
+        with urllib.request.urlopen(f"{self.standin_url}/_standin/requests", timeout=5) as resp:
+            return json.load(resp)["requests"]
+
+    def forget_requests(self) -> None:
+        request = urllib.request.Request(f"{self.standin_url}/_standin/requests", method="DELETE")
         urllib.request.urlopen(request, timeout=5).close()
 
 

@@ -7,12 +7,16 @@ Control endpoints (JSON), used by tests and handy when poking at a DAG by hand:
     DELETE /_standin/faults            clear every fault
     GET    /_standin/requests          requests served so far (method, path, query; newest last)
     DELETE /_standin/requests          forget them
+    GET    /_standin/config            behaviour settings of the APIs (e.g. TwelveData credits a minute)
+    POST   /_standin/config            body {"twelvedata_credits_per_minute": 100}: change some of them
+    DELETE /_standin/config            back to the defaults (and forget counted credits)
 
 A fault applies to the next `times` requests whose path starts with `path` (`times` null: until
 cleared). Kinds every API understands: `http_<status>` (the API's own error body for that status)
 `truncated` (a complete HTTP answer whose body stops half-way) and `dropped` (the connection
 closes half-way through a body whose Content-Length promised more). Other kinds
-are API-specific data faults (for Open-Meteo: `unequal_lengths`, `all_null`).
+are API-specific (Open-Meteo: `unequal_lengths`, `all_null`; TwelveData: `body_<code>` - its
+error body with HTTP 200 - and `empty`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from devstack.standins import open_meteo
+from devstack.standins import open_meteo, twelvedata
 
 
 @dataclass
@@ -36,6 +40,8 @@ class Request:
     headers: dict[str, str]
     body: bytes
     fault: str | None = None
+    config: dict = field(default_factory=dict)
+    state: dict = field(default_factory=dict)  # per-API mutable state (e.g. credit counters)
 
 
 @dataclass
@@ -60,7 +66,14 @@ class Fault:
 
 # Each API module exposes PREFIXES (path prefixes it owns), handle(Request) -> Response and
 # error(status) -> Response. Later pipelines add their modules here.
-APIS = [open_meteo]
+APIS = [open_meteo, twelvedata]
+
+
+def default_config() -> dict:
+    config = {}
+    for api in APIS:
+        config.update(getattr(api, "DEFAULT_CONFIG", {}))
+    return config
 
 
 class StandInServer(ThreadingHTTPServer):
@@ -72,6 +85,8 @@ class StandInServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.faults: list[Fault] = []
         self.requests: list[dict] = []
+        self.config: dict = default_config()
+        self.api_state: dict[str, dict] = {api.NAME: {} for api in APIS}
 
     def take_fault(self, path: str) -> str | None:
         with self.lock:
@@ -95,7 +110,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format, *args):  # noqa: A002 - stdlib signature
-        # Query strings can carry API keys: log the path only.
+        # Query strings carry API keys: log the path only.
         path = urlsplit(self.path).path
         print(f"{self.command} {path} -> {args[1] if len(args) > 1 else ''}", flush=True)
 
@@ -132,6 +147,19 @@ class Handler(BaseHTTPRequestHandler):
                 return Response.json(201, fault.__dict__)
             with server.lock:
                 return Response.json(200, {"faults": [f.__dict__ for f in server.faults]})
+        if request.path == "/_standin/config":
+            with server.lock:
+                if request.method == "DELETE":
+                    server.config = default_config()
+                    for state in server.api_state.values():
+                        state.clear()
+                elif request.method == "POST":
+                    changes = json.loads(request.body or b"{}")
+                    unknown = set(changes) - set(server.config)
+                    if unknown:
+                        return Response.json(400, {"detail": f"unknown settings {sorted(unknown)}"})
+                    server.config.update(changes)
+                return Response.json(200, dict(server.config))
         if request.path == "/_standin/requests":
             with server.lock:
                 if request.method == "DELETE":
@@ -151,6 +179,8 @@ class Handler(BaseHTTPRequestHandler):
         with self.server.lock:
             self.server.requests.append({"method": request.method, "path": request.path, "query": request.query})
         request.fault = self.server.take_fault(request.path)
+        request.config = self.server.config
+        request.state = self.server.api_state[api.NAME]
         if request.fault and request.fault.startswith("http_"):
             self._send(api.error(int(request.fault.removeprefix("http_"))))
             return

@@ -5,7 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from include.weather import clip_temperatures, run_stamp, to_csv_bytes, write_csv_file
+from include.runs import run_stamp
+from include.weather import clip_temperatures, to_csv_bytes, write_csv_file
 
 
 def test_clip_bounds_and_keeps_missing_values():

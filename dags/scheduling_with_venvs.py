@@ -1,0 +1,39 @@
+"""The TwelveData fetch inside a PythonVirtualenvOperator that installs `twelvedata` itself
+(lab 12, exercise 3): the worker image needs no TwelveData client."""
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import dag, task
+
+from include.dag_defaults import DEFAULT_ARGS
+from include.twelvedata import USER_MACROS, exchange_rate_venv_operator, write_record_to_s3
+
+
+@dag(
+    dag_id="scheduling_with_venvs",
+    schedule=timedelta(minutes=1),
+    start_date=datetime(2025, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=3,
+    default_args=DEFAULT_ARGS,
+    user_defined_macros=USER_MACROS,
+    tags=["exchange-rates", "twelvedata", "virtualenv", "lab12"],
+    doc_md="""
+### Exchange rate in a virtualenv
+`extract_exchange_rate` runs in a virtualenv built with uv that installs `twelvedata` (cached in
+`$AIRFLOW_HOME/venv-cache` between runs), serialised with cloudpickle; only the run's data
+interval start goes in. The key comes from the `TWELVEDATA_API_KEY` environment variable of the
+workers. The record lands in `s3://market-data/scheduling_with_venvs/USD_EUR/<logical date>.json`.
+""",
+)
+def scheduling_with_venvs():
+    extract_exchange_rate = exchange_rate_venv_operator()
+
+    @task
+    def load_record_to_s3(record: dict, dag_run=None) -> str:
+        return write_record_to_s3(record, dag_run)
+
+    load_record_to_s3(extract_exchange_rate.output)
+
+
+scheduling_with_venvs()

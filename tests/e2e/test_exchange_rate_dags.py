@@ -1,0 +1,254 @@
+"""End to end: the lab's scheduling, backfill, virtualenv and connections/variables DAGs, run whole
+(dag.test) against the real S3 and warehouse Postgres and the TwelveData / Open-Meteo stand-ins."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from devstack.standins.twelvedata import rate_at
+from include.twelvedata import TwelveDataRetryPolicy, venv_cache_dir
+from tests.conftest import TEST_TWELVEDATA_KEY
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.models import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert not bag.import_errors, bag.import_errors
+    return bag
+
+
+def _dag(dagbag, dag_id, *, retries=None, fast_retries=False):
+    dag = copy.deepcopy(dagbag.get_dag(dag_id))
+    for task in dag.tasks:
+        if retries is not None:
+            task.retries = retries
+        if fast_retries and task.retry_policy is not None:
+            task.retry_policy = TwelveDataRetryPolicy(first_delay=timedelta(seconds=1))
+    return dag
+
+
+def _run(dag, logical_date):
+    run = dag.test(logical_date=logical_date)
+    return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def _warehouse():
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    return PostgresHook(postgres_conn_id="warehouse_db")
+
+
+def _metadata_texts(dag_id: str) -> str:
+    """Everything the metadata DB keeps of a DAG's runs that a user can see: XComs and rendered
+    template fields."""
+    from airflow.settings import Session
+    from sqlalchemy import text
+
+    with Session() as session:
+        xcoms = session.execute(text("SELECT CAST(value AS TEXT) FROM xcom WHERE dag_id = :d"), {"d": dag_id})
+        rendered = session.execute(
+            text("SELECT CAST(rendered_fields AS TEXT) FROM rendered_task_instance_fields WHERE dag_id = :d"),
+            {"d": dag_id},
+        )
+        return "\n".join(str(row[0]) for row in [*xcoms, *rendered])
+
+
+# -- scheduling_dataset_gathering -------------------------------------------------------------
+
+
+def test_each_run_stores_the_rate_at_its_logical_date(dagbag, standin, stack):
+    when = datetime(2025, 3, 10, 12, 34, tzinfo=UTC)
+    standin.forget_requests()
+
+    run, states = _run(_dag(dagbag, "scheduling_dataset_gathering"), when)
+
+    assert run.state == "success", states
+    key = "scheduling_dataset_gathering/USD_EUR/20250310T123400.json"
+    record = json.loads(stack.get_object("market-data", key))
+    assert record == {"symbol": "USD/EUR", "rate": rate_at("USD/EUR", when), "timestamp": int(when.timestamp()),
+                      "rate_at": "2025-03-10T12:34:00+00:00"}
+    (request,) = [r for r in standin.requests_seen() if r["path"] == "/exchange_rate"]
+    assert request["query"]["date"] == "2025-03-10 12:34:00"
+
+
+def test_consecutive_minutes_are_separate_objects_and_reruns_change_nothing(dagbag, standin, stack):
+    dag = _dag(dagbag, "scheduling_dataset_gathering")
+    first, second = datetime(2025, 3, 11, 9, 0, tzinfo=UTC), datetime(2025, 3, 11, 9, 1, tzinfo=UTC)
+    _run(dag, first)
+    _run(dag, second)
+    before = stack.list_keys("market-data", "scheduling_dataset_gathering/USD_EUR/20250311")
+
+    run, _ = _run(dag, first)
+
+    assert run.state == "success"
+    assert set(before) == {"scheduling_dataset_gathering/USD_EUR/20250311T090000.json",
+                           "scheduling_dataset_gathering/USD_EUR/20250311T090100.json"}
+    assert stack.list_keys("market-data", "scheduling_dataset_gathering/USD_EUR/20250311") == before
+
+
+@pytest.mark.parametrize("fault", ["http_401", "body_401", "http_404", "body_400", "empty", "truncated"])
+def test_api_errors_fail_at_once_and_store_nothing(dagbag, standin, stack, fault):
+    standin.inject_fault("/exchange_rate", fault, times=None)
+    before = stack.list_keys("market-data")
+
+    run, states = _run(_dag(dagbag, "scheduling_dataset_gathering", fast_retries=True),
+                       datetime(2025, 3, 12, tzinfo=UTC))
+
+    assert run.state == "failed"
+    assert states == {"extract_exchange_rate": "failed", "load_record_to_s3": "upstream_failed"}
+    assert run.get_task_instance("extract_exchange_rate").try_number == 1  # retries=4, yet no retry
+    assert stack.list_keys("market-data") == before
+
+
+@pytest.mark.parametrize("fault", ["http_429", "body_429"])
+def test_running_out_of_credits_is_retried_until_it_works(dagbag, standin, stack, fault):
+    standin.inject_fault("/exchange_rate", fault, times=2)
+
+    run, states = _run(_dag(dagbag, "scheduling_dataset_gathering", fast_retries=True),
+                       datetime(2025, 3, 13, tzinfo=UTC))
+
+    assert run.state == "success", states
+    assert run.get_task_instance("extract_exchange_rate").try_number == 3
+    assert "scheduling_dataset_gathering/USD_EUR/20250313T000000.json" in stack.list_keys("market-data")
+
+
+def test_placeholder_key_fails_with_how_to_set_it(dagbag, standin, stack, monkeypatch, capfd):
+    monkeypatch.setenv("AIRFLOW_VAR_TWELVEDATA_API_KEY", "REPLACE_ME_twelvedata_api_key")
+    standin.forget_requests()
+
+    run, _ = _run(_dag(dagbag, "scheduling_dataset_gathering"), datetime(2025, 3, 14, tzinfo=UTC))
+
+    assert run.state == "failed"
+    assert "Set the Airflow variable TWELVEDATA_API_KEY" in capfd.readouterr().out
+    assert [r for r in standin.requests_seen() if r["path"] == "/exchange_rate"] == []
+
+
+def test_fetch_task_uses_the_capped_pool(dagbag):
+    from airflow.models import Pool
+
+    assert dagbag.get_dag("scheduling_dataset_gathering").get_task("extract_exchange_rate").pool == "twelvedata_api"
+    assert Pool.get_pool("twelvedata_api").slots == 1
+
+
+# -- backfilling_dataset_gathering ------------------------------------------------------------
+
+
+def _january_runs(dagbag) -> list[datetime]:
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    sdk_dag = dagbag.get_dag("backfilling_dataset_gathering")
+    dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(sdk_dag))
+    infos = dag.iter_dagrun_infos_between(datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 31, tzinfo=UTC))
+    return [info.logical_date for info in infos]
+
+
+def test_catchup_schedules_weekly_intervals_over_january(dagbag):
+    assert _january_runs(dagbag) == [datetime(2025, 1, d, tzinfo=UTC) for d in (1, 8, 15, 22, 29)]
+
+
+# -- virtualenv DAGs --------------------------------------------------------------------------
+
+
+def test_venv_task_runs_in_its_own_interpreter_with_twelvedata(dagbag, standin, stack, capfd):
+    dag = _dag(dagbag, "scheduling_with_venvs")
+
+    started = time.monotonic()
+    run, states = _run(dag, datetime(2025, 3, 20, 10, 0, tzinfo=UTC))
+    first_seconds = time.monotonic() - started
+    started = time.monotonic()
+    cached_run, _ = _run(dag, datetime(2025, 3, 20, 10, 1, tzinfo=UTC))
+    cached_seconds = time.monotonic() - started
+    print(f"\nscheduling_with_venvs: first run {first_seconds:.1f}s (builds the venv), cached {cached_seconds:.1f}s")
+
+    assert run.state == "success", states
+    assert cached_run.state == "success"
+    record = json.loads(stack.get_object("market-data", "scheduling_with_venvs/USD_EUR/20250320T100000.json"))
+    assert record["rate"] == rate_at("USD/EUR", datetime(2025, 3, 20, 10, 0, tzinfo=UTC))
+    venvs = sorted(Path(venv_cache_dir()).glob("venv-*/bin/python"))
+    assert len(venvs) == 1, venvs  # built once, reused by the second run
+    out = capfd.readouterr().out
+    assert f"{venvs[0]} " in out or f"{venvs[0].parent.parent}" in out  # the task executed that interpreter
+    code = "import importlib.util as u, sys; print(sys.prefix, u.find_spec('twelvedata') is not None, " \
+           "u.find_spec('airflow') is None)"
+    probe = subprocess.run([str(venvs[0]), "-c", code], capture_output=True, text=True, check=True)
+    prefix, has_twelvedata, no_airflow = probe.stdout.split()
+    assert prefix != str(Path(__import__("sys").prefix)) and has_twelvedata == "True" and no_airflow == "True"
+
+
+def test_venv_task_fails_at_once_on_a_bad_key(dagbag, standin, stack):
+    standin.inject_fault("/exchange_rate", "http_401", times=None)
+
+    run, states = _run(_dag(dagbag, "scheduling_with_venvs", fast_retries=True), datetime(2025, 3, 21, tzinfo=UTC))
+
+    assert run.state == "failed"
+    assert run.get_task_instance("extract_exchange_rate").try_number == 1
+
+
+def test_venv_task_retries_when_out_of_credits(dagbag, standin, stack):
+    standin.inject_fault("/exchange_rate", "http_429", times=1)
+
+    run, states = _run(_dag(dagbag, "scheduling_with_venvs", fast_retries=True), datetime(2025, 3, 22, tzinfo=UTC))
+
+    assert run.state == "success", states
+    assert run.get_task_instance("extract_exchange_rate").try_number == 2
+
+
+def test_rate_is_upserted_into_exchange_rates_and_the_key_never_shows(dagbag, standin, stack, capfd):
+    dag = _dag(dagbag, "connections_and_variables")
+    when = datetime(2025, 3, 23, 7, 15, tzinfo=UTC)
+    standin.forget_requests()
+
+    run, states = _run(dag, when)
+    rerun, _ = _run(dag, when)
+
+    assert run.state == rerun.state == "success", states
+    rows = _warehouse().get_records("SELECT symbol, rate, rate_at FROM exchange_rates WHERE rate_at = %s", [when])
+    assert rows == [("USD/EUR", rate_at("USD/EUR", when), when)]  # one row after two runs
+    # The variable's value reached the API ...
+    assert {r["query"]["apikey"] for r in standin.requests_seen() if r["path"] == "/exchange_rate"} == \
+        {TEST_TWELVEDATA_KEY}
+    # ... and nowhere a user can read it: task logs, XComs, rendered template fields.
+    assert TEST_TWELVEDATA_KEY not in capfd.readouterr().out
+    assert TEST_TWELVEDATA_KEY not in _metadata_texts("connections_and_variables")
+
+
+def test_exchange_rates_columns_have_the_contract_types(dagbag, standin):
+    run, _ = _run(_dag(dagbag, "connections_and_variables"), datetime(2025, 3, 24, tzinfo=UTC))
+    assert run.state == "success"
+    types = dict(_warehouse().get_records(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'exchange_rates'"))
+    assert types["symbol"] == "text"
+    assert types["rate"] == "double precision"
+    assert types["rate_at"] == "timestamp with time zone"
+    keys = _warehouse().get_records(
+        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+        "WHERE i.indrelid = 'exchange_rates'::regclass AND i.indisprimary ORDER BY a.attname")
+    assert [k for (k,) in keys] == ["rate_at", "symbol"]
+
+
+def test_failed_fetch_writes_no_row(dagbag, standin):
+    standin.inject_fault("/exchange_rate", "body_404", times=None)
+    when = datetime(2025, 3, 25, tzinfo=UTC)
+
+    run, _ = _run(_dag(dagbag, "connections_and_variables"), when)
+
+    assert run.state == "failed"
+    assert _warehouse().get_records("SELECT 1 FROM exchange_rates WHERE rate_at = %s", [when]) == []
+
+
+def test_january_backfill_dates_helper_is_half_open():
+    from include.daily_weather import interval_days
+
+    assert interval_days(datetime(2025, 1, 29, tzinfo=UTC), datetime(2025, 2, 5, tzinfo=UTC)) == \
+        (date(2025, 1, 29).isoformat(), date(2025, 2, 4).isoformat())

@@ -1,0 +1,111 @@
+"""The real scheduler path: Airflow's api-server, scheduler, dag-processor and triggerer run on the
+test stack (as `make run` runs them) and `airflow backfill create` fills January 2025 for
+backfilling_dataset_gathering. Checks the runs' data intervals and what landed in S3."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+DAG_ID = "backfilling_dataset_gathering"
+WEEKS = [("20250101", "20250107"), ("20250108", "20250114"), ("20250115", "20250121"),
+         ("20250122", "20250128"), ("20250129", "20250204")]
+
+
+def _sql(query: str, **params) -> list[tuple]:
+    from airflow.settings import Session
+    from sqlalchemy import text
+
+    with Session() as session:
+        return list(session.execute(text(query), params))
+
+
+def _airflow_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "airflow", *args], env=dict(os.environ), capture_output=True,
+                          text=True, timeout=120)
+
+
+def _wait(predicate, timeout: float, what: str, describe=lambda: ""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; state: {describe()}")
+
+
+@pytest.fixture(scope="module")
+def airflow_components(stack):
+    from devstack.stack import airflow_components, stop_all
+
+    started = []
+    try:
+        for component in airflow_components(stack.cfg, dict(os.environ)):
+            component.start()
+            started.append(component)
+        yield started
+    finally:
+        stop_all(started)
+
+
+def _backfill_runs() -> list[tuple]:
+    return _sql(
+        "SELECT logical_date, data_interval_start, data_interval_end, state FROM dag_run "
+        "WHERE dag_id = :d AND run_type = 'backfill' ORDER BY logical_date", d=DAG_ID)
+
+
+def test_backfill_create_fills_january_once_through_the_scheduler(airflow_components, standin, stack):
+    stack.empty_bucket("weather-data")
+    _wait(lambda: _sql("SELECT 1 FROM dag WHERE dag_id = :d", d=DAG_ID), 90, "the dag-processor to parse the DAG")
+
+    result = _airflow_cli("backfill", "create", "--dag-id", DAG_ID, "--from-date", "2025-01-01",
+                          "--to-date", "2025-01-31")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Runs of a paused DAG - backfills included - never start; unpausing after the backfill exists
+    # leaves catch-up nothing to add (the backfill holds every January logical date).
+    assert _airflow_cli("dags", "unpause", DAG_ID).returncode == 0
+
+    def finished():
+        runs = _backfill_runs()
+        if len(runs) == 5 and all(state in ("success", "failed") for *_, state in runs):
+            return runs
+        return None
+
+    runs = _wait(finished, 240, "5 backfill runs to finish", lambda: (
+        _backfill_runs(), _sql("SELECT task_id, state, try_number FROM task_instance WHERE dag_id = :d", d=DAG_ID),
+        _sql("SELECT is_paused FROM dag WHERE dag_id = :d", d=DAG_ID)))
+    assert [state for *_, state in runs] == ["success"] * 5, runs
+    # Weekly, touching, never overlapping: each interval starts where the previous one ended.
+    assert [r[0].date().isoformat() for r in runs] == ["2025-01-01", "2025-01-08", "2025-01-15", "2025-01-22",
+                                                       "2025-01-29"]
+    for (logical_date, start, end, _), (_, next_start, _, _) in zip(runs, runs[1:], strict=False):
+        assert start == logical_date and end == next_start
+    keys = sorted(stack.list_keys("weather-data", "daily_temperature_range/"))
+    assert keys == [f"daily_temperature_range/{a}_{b}.csv" for a, b in WEEKS]
+    days = []
+    for key in keys:
+        rows = list(csv.DictReader(io.StringIO(stack.get_object("weather-data", key).decode())))
+        assert all(float(r["temperature_min"]) < float(r["temperature_max"]) for r in rows)
+        days += [r["date"] for r in rows]
+    assert len(days) == len(set(days)) == 35  # no date twice
+    assert {f"2025-01-{d:02d}" for d in range(1, 32)} <= set(days)  # no January date missing
+
+    # Backfilling a week again replaces its object with the same content: nothing added.
+    def backfills_completed() -> int:
+        return _sql("SELECT count(*) FROM backfill WHERE dag_id = :d AND completed_at IS NOT NULL", d=DAG_ID)[0][0]
+
+    _wait(lambda: backfills_completed() == 1, 60, "the scheduler to mark the backfill completed")
+    before = stack.list_keys("weather-data", "daily_temperature_range/")
+    result = _airflow_cli("backfill", "create", "--dag-id", DAG_ID, "--from-date", "2025-01-08",
+                          "--to-date", "2025-01-08", "--reprocess-behavior", "completed")
+    assert result.returncode == 0, result.stdout + result.stderr
+    _wait(lambda: backfills_completed() == 2, 180, "the second backfill to complete", _backfill_runs)
+    assert all(state == "success" for *_, state in _backfill_runs())
+    assert stack.list_keys("weather-data", "daily_temperature_range/") == before
