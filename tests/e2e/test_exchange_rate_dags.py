@@ -67,7 +67,7 @@ def _metadata_texts(dag_id: str) -> str:
 # -- scheduling_dataset_gathering -------------------------------------------------------------
 
 
-def test_each_run_stores_the_rate_at_its_logical_date(dagbag, standin, stack):
+def test_each_run_stores_the_rate_at_its_logical_date(dagbag, standin, stack, capfd):
     when = datetime(2025, 3, 10, 12, 34, tzinfo=UTC)
     standin.forget_requests()
 
@@ -80,6 +80,11 @@ def test_each_run_stores_the_rate_at_its_logical_date(dagbag, standin, stack):
                       "rate_at": "2025-03-10T12:34:00+00:00"}
     (request,) = [r for r in standin.requests_seen() if r["path"] == "/exchange_rate"]
     assert request["query"]["date"] == "2025-03-10 12:34:00"
+    assert request["query"]["apikey"] == TEST_TWELVEDATA_KEY
+    # The key from the variable appears in no task log line, XCom or rendered field.
+    assert TEST_TWELVEDATA_KEY not in capfd.readouterr().out
+    searched = _metadata_texts("scheduling_dataset_gathering")
+    assert "USD/EUR" in searched and TEST_TWELVEDATA_KEY not in searched
 
 
 def test_consecutive_minutes_are_separate_objects_and_reruns_change_nothing(dagbag, standin, stack):
@@ -220,7 +225,9 @@ def test_rate_is_upserted_into_exchange_rates_and_the_key_never_shows(dagbag, st
         {TEST_TWELVEDATA_KEY}
     # ... and nowhere a user can read it: task logs, XComs, rendered template fields.
     assert TEST_TWELVEDATA_KEY not in capfd.readouterr().out
-    assert TEST_TWELVEDATA_KEY not in _metadata_texts("connections_and_variables")
+    searched = _metadata_texts("connections_and_variables")
+    assert "apikey" in searched and "USD/EUR" in searched  # the rendered op_kwargs and the XCom are there
+    assert TEST_TWELVEDATA_KEY not in searched
 
 
 def test_exchange_rates_columns_have_the_contract_types(dagbag, standin):
