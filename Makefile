@@ -16,7 +16,7 @@ PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.1
                    "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { command -v "$$p"; break; }; \
                  done)
 
-.PHONY: help install run test airflow lint parse-check lock parse-times clean
+.PHONY: help install run test airflow strava-token lint parse-check lock parse-times clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -51,6 +51,10 @@ parse-check: install  ## the .astro DAG integrity test (= astro dev parse) witho
 
 airflow: install  ## the Airflow CLI against the running `make run` stack, e.g. make airflow CMD="dags list"
 	$(PY) -m devstack airflow $(CMD)
+
+strava-token: install  ## first Strava token into Redis: CODE=<authorization code> or TOKEN_FILE=<json> (OFFLINE=1 too)
+	$(PY) -m devstack exec $(if $(filter 1 true yes,$(OFFLINE)),--offline) -- $(PY) -m include.strava_token \
+	    $(if $(CODE),--code "$(CODE)") $(if $(TOKEN_FILE),--token-file "$(TOKEN_FILE)")
 
 lint:  install ## ruff (with Airflow's AIR rules)
 	$(VENV)/bin/ruff check .

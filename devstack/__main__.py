@@ -2,6 +2,7 @@
 
     python -m devstack run [--offline]      start the whole local stack in the foreground
     python -m devstack airflow ARGS...       the Airflow CLI against the running local stack
+    python -m devstack exec [--offline] CMD  any command with the local stack's Airflow environment
 """
 
 import argparse
@@ -19,12 +20,19 @@ def main() -> int:
     run.add_argument("--offline", action="store_true", help="point every third-party API at the local stand-ins")
     cli = sub.add_parser("airflow", help="run an Airflow CLI command against the local stack (started by make run)")
     cli.add_argument("args", nargs=argparse.REMAINDER)
+    run_cmd = sub.add_parser("exec", help="run a command with the local stack's Airflow environment")
+    run_cmd.add_argument("--offline", action="store_true", help="the environment of `make run OFFLINE=1`")
+    run_cmd.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     if args.command == "run":
         return run_forever(offline=args.offline)
     if args.command == "airflow":
         env = airflow_env(StackConfig.for_run(offline=False))
         os.execvpe(sys.executable, [sys.executable, "-m", "airflow", *args.args], env)  # noqa: S606
+    if args.command == "exec":
+        env = airflow_env(StackConfig.for_run(offline=args.offline))
+        command = args.args[1:] if args.args[:1] == ["--"] else args.args
+        os.execvpe(command[0], command, env)  # noqa: S606
     return 2
 
 

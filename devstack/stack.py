@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW_DB = ("airflow", "airflow", "airflow")  # metadata database, role, password (local only)
 UI_USER, UI_PASSWORD = "admin", "admin"
 STANDIN_TWELVEDATA_KEY = "offline-standin-key"
+STANDIN_STRAVA_CLIENT = ("offline-client", "offline-client-secret")  # the stand-in's OAuth app
 
 
 @dataclass
@@ -211,7 +212,9 @@ def airflow_env(cfg: StackConfig, base: dict[str, str] | None = None) -> dict[st
     if cfg.offline:
         # The stand-ins accept this key; a real key from .env.local is not sent to them.
         env.update({"AIRFLOW_VAR_TWELVEDATA_API_KEY": STANDIN_TWELVEDATA_KEY,
-                    "TWELVEDATA_API_KEY": STANDIN_TWELVEDATA_KEY})
+                    "TWELVEDATA_API_KEY": STANDIN_TWELVEDATA_KEY,
+                    "AIRFLOW_VAR_STRAVA_CLIENT": STANDIN_STRAVA_CLIENT[0],
+                    "AIRFLOW_VAR_STRAVA_CLIENT_SECRET": STANDIN_STRAVA_CLIENT[1]})
     return env
 
 

@@ -33,7 +33,8 @@ def upsert_exchange_rate(record: dict, conn_id: str = WAREHOUSE_CONN_ID) -> int:
         raise ValueError(f"exchange-rate record lacks {sorted(missing)}: {record!r}")
     conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
     try:
-        with conn, conn.cursor() as cur:  # one transaction: committed on success, rolled back on error
+        # One transaction: committed on success, rolled back on error (psycopg 3 and psycopg2 alike).
+        with conn, conn.cursor() as cur:
             for ddl in migrations("exchange_rates"):
                 cur.execute(ddl)
             cur.execute(read_sql("exchange_rates/upsert.sql"), record)

@@ -27,8 +27,10 @@ if str(ROOT) not in sys.path:
 
 _STACK: dict = {}
 TEST_TWELVEDATA_KEY = "test-td-KEY-5f3a9c1e77"
+TEST_STRAVA_CLIENT, TEST_STRAVA_SECRET = "test-strava-client", "test-strava-SECRET-b71e0c"
 # Most tests make many TwelveData calls within a minute; the free plan's 8 would throttle them.
-TEST_STANDIN_CONFIG = {"twelvedata_credits_per_minute": 10_000}
+TEST_STANDIN_CONFIG = {"twelvedata_credits_per_minute": 10_000, "strava_client_id": TEST_STRAVA_CLIENT,
+                       "strava_client_secret": TEST_STRAVA_SECRET}
 
 
 def pytest_configure(config):
@@ -61,8 +63,10 @@ def pytest_configure(config):
         env[key] = value
     # A distinctive key, so tests can search logs, XComs and rendered fields for its literal value.
     env["AIRFLOW_VAR_TWELVEDATA_API_KEY"] = env["TWELVEDATA_API_KEY"] = TEST_TWELVEDATA_KEY
+    env["AIRFLOW_VAR_STRAVA_CLIENT"], env["AIRFLOW_VAR_STRAVA_CLIENT_SECRET"] = TEST_STRAVA_CLIENT, TEST_STRAVA_SECRET
     os.environ.update(env)
     _STACK.update(cfg=cfg, services=services, state_dir=state_dir)
+    _post_json(f"{cfg.standin_url}/_standin/config", TEST_STANDIN_CONFIG)
     result = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=dict(os.environ),
                             capture_output=True, text=True)
     if result.returncode != 0:

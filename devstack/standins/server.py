@@ -16,7 +16,7 @@ cleared). Kinds every API understands: `http_<status>` (the API's own error body
 `truncated` (a complete HTTP answer whose body stops half-way) and `dropped` (the connection
 closes half-way through a body whose Content-Length promised more). Other kinds
 are API-specific (Open-Meteo: `unequal_lengths`, `all_null`; TwelveData: `body_<code>` - its
-error body with HTTP 200 - and `empty`).
+error body with HTTP 200 - and `empty`; Strava: `invalid_record`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from devstack.standins import open_meteo, twelvedata
+from devstack.standins import open_meteo, strava, twelvedata
 
 
 @dataclass
@@ -66,7 +66,7 @@ class Fault:
 
 # Each API module exposes PREFIXES (path prefixes it owns), handle(Request) -> Response and
 # error(status) -> Response. Later pipelines add their modules here.
-APIS = [open_meteo, twelvedata]
+APIS = [open_meteo, twelvedata, strava]
 
 
 def default_config() -> dict:

@@ -12,7 +12,7 @@ from airflow.models import DagBag
 # Every DAG id of the project contract that exists so far; a rename breaks users' deployments.
 CONTRACT_DAG_IDS = {
     "weather_data_classes_api", "weather_data_taskflow_api", "weather_data_s3", "scheduling_dataset_gathering",
-    "backfilling_dataset_gathering", "scheduling_with_venvs", "connections_and_variables",
+    "backfilling_dataset_gathering", "scheduling_with_venvs", "connections_and_variables", "strava_data_pipeline",
 }
 
 

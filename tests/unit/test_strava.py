@@ -1,0 +1,47 @@
+"""include/strava.py without a scheduler: validation, interval bounds, transport rule."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from devstack.standins.strava import activity
+from include.strava import StravaRejected, _allow_plain_http_to_loopback, interval_bounds, validate_activities
+
+
+def test_valid_activities_keep_floats_and_null_missing_optionals():
+    run, ride = activity(0), activity(1)  # a run without power, a ride without cadence
+    parsed = validate_activities([run, ride])
+
+    assert parsed[0].id == run["id"] > 2**32
+    assert parsed[0].average_speed == run["average_speed"] and isinstance(parsed[0].average_speed, float)
+    assert parsed[0].weighted_average_watts is None and parsed[0].kilojoules is None
+    assert parsed[1].average_cadence is None and parsed[1].kilojoules == ride["kilojoules"]
+    assert parsed[1].start_date.tzinfo is not None
+
+
+def test_every_invalid_record_is_named_by_id_and_field():
+    good, bad_a, bad_b = activity(2), {**activity(3), "distance": "far"}, {**activity(4)}
+    del bad_b["start_date"]
+
+    with pytest.raises(StravaRejected) as raised:
+        validate_activities([good, bad_a, bad_b, "not a record"])
+
+    message = str(raised.value)
+    assert message.startswith("3 of 4 Strava activities are invalid, nothing was loaded")
+    assert f"activity {bad_a['id']}: distance: Input should be a valid number" in message
+    assert f"activity {bad_b['id']}: start_date: Field required" in message
+    assert "activity #3" in message
+
+
+def test_interval_bounds_are_epoch_seconds_of_the_data_interval():
+    start, end = datetime(2025, 6, 1, 10, tzinfo=UTC), datetime(2025, 6, 1, 11, tzinfo=UTC)
+
+    assert interval_bounds(start, end) == (1748772000, 1748775600)
+    assert interval_bounds(start, end, full_history=True) == (0, 1748775600)
+
+
+def test_tokens_never_travel_over_plain_http_beyond_loopback():
+    _allow_plain_http_to_loopback("https://www.strava.com")
+    _allow_plain_http_to_loopback("http://127.0.0.1:8765")
+    with pytest.raises(StravaRejected, match="OAuth tokens travel only over https"):
+        _allow_plain_http_to_loopback("http://strava.example.com")
