@@ -18,19 +18,36 @@ from pathlib import Path
 from include.strava import (
     CLIENT_VARIABLE,
     CONN_ID,
+    REDIS_CONN_ID,
     SECRET_VARIABLE,
     TOKEN_KEY,
     StravaError,
     exchange_authorization_code,
-    redis_client,
     save_token,
 )
 
+# A command outside any task: the Task SDK's accessors do not reach the metastore from here, so
+# connections and variables are read with the core models (environment first, then the DB).
+
 
 def _variable(name: str) -> str:
-    from airflow.models import Variable  # noqa: PLC0415,AIR311 - a CLI outside any task: read the metastore
+    from airflow.models import Variable  # noqa: PLC0415,AIR311
 
     return Variable.get(name, default_var="")  # noqa: AIR311
+
+
+def _connection(conn_id: str):
+    from airflow.models import Connection  # noqa: PLC0415,AIR311
+
+    return Connection.get_connection_from_secrets(conn_id)  # noqa: AIR311
+
+
+def _redis(conn_id: str = REDIS_CONN_ID):
+    import redis  # noqa: PLC0415
+
+    conn = _connection(conn_id)
+    return redis.Redis(host=conn.host or "localhost", port=int(conn.port or 6379), password=conn.password or None,
+                       db=int(conn.extra_dejson.get("db", 0)), socket_timeout=10)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,19 +56,21 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--code", help="authorization code from https://www.strava.com/oauth/authorize")
     source.add_argument("--token-file", type=Path, help="a token JSON with access_token, refresh_token, expires_at")
     args = parser.parse_args(argv)
+    from redis import RedisError  # noqa: PLC0415
+
     try:
         if args.code:
-            from include.http_api import base_url  # noqa: PLC0415
+            from include.http_api import base_url_from_connection  # noqa: PLC0415
 
             token = exchange_authorization_code(args.code, _variable(CLIENT_VARIABLE), _variable(SECRET_VARIABLE),
-                                                base_url(CONN_ID))
+                                                base_url_from_connection(_connection(CONN_ID)))
         else:
             token = json.loads(args.token_file.read_text())
             missing = {"access_token", "refresh_token", "expires_at"} - set(token)
             if missing:
                 raise StravaError(f"{args.token_file} lacks {sorted(missing)}")
-        save_token(redis_client(), token)
-    except (StravaError, OSError, ValueError) as exc:
+        save_token(_redis(), token)
+    except (StravaError, OSError, ValueError, RedisError) as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 1
     print(f"Saved a Strava token to Redis key {TOKEN_KEY} (redis_default): expires_at {token.get('expires_at')}, "
