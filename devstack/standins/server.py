@@ -24,12 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from devstack.standins import open_meteo, strava, twelvedata
+from devstack.standins import open_meteo, strava, tlc, twelvedata
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Response:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json; charset=utf-8"})
+    stream: Iterator[bytes] | None = None  # large bodies: sent chunked as they are produced
 
     @classmethod
     def json(cls, status: int, payload, headers: dict[str, str] | None = None) -> Response:
@@ -66,7 +68,7 @@ class Fault:
 
 # Each API module exposes PREFIXES (path prefixes it owns), handle(Request) -> Response and
 # error(status) -> Response. Later pipelines add their modules here.
-APIS = [open_meteo, twelvedata, strava]
+APIS = [open_meteo, twelvedata, strava, tlc]
 
 
 def default_config() -> dict:
@@ -122,6 +124,9 @@ class Handler(BaseHTTPRequestHandler):
         return Request(self.command, parts.path, query, dict(self.headers.items()), body)
 
     def _send(self, response: Response) -> None:
+        if response.stream is not None:
+            self._send_stream(response)
+            return
         self.send_response(response.status)
         for key, value in response.headers.items():
             self.send_header(key, value)
@@ -129,6 +134,22 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(response.body)
+
+    def _send_stream(self, response: Response) -> None:
+        self.send_response(response.status)
+        for key, value in response.headers.items():
+            self.send_header(key, value)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        try:
+            for chunk in response.stream:
+                if chunk:
+                    self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
 
     def _control(self, request: Request) -> Response:
         server = self.server

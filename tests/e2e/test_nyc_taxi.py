@@ -1,0 +1,118 @@
+"""NYC taxi end to end on small synthetic months: catch-up, idempotent re-runs, broken files,
+natural column types - real S3 and Postgres, the TLC stand-in."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DAG_ID = "nyc_taxi_ingestion"
+ROWS = 3000
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.models import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert not bag.import_errors, bag.import_errors
+    return bag
+
+
+@pytest.fixture
+def tlc(standin):
+    standin.configure(tlc_rows_per_month=ROWS)
+    return standin
+
+
+def _run(dagbag, month: str, retries: int = 0):
+    """A run for `month`: dag.test's manual run at the first of the next month covers it."""
+    dag = copy.deepcopy(dagbag.get_dag(DAG_ID))
+    for task in dag.tasks:
+        task.retries = retries
+    year, mon = map(int, month.split("-"))
+    run = dag.test(logical_date=datetime(year + mon // 12, mon % 12 + 1, 2, 6, tzinfo=UTC))
+    return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def _pg():
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    return PostgresHook(postgres_conn_id="warehouse_db")
+
+
+def _month_count(month: str) -> int:
+    if not _pg().get_first("SELECT to_regclass('yellow_taxi_trips') IS NOT NULL")[0]:
+        return 0
+    return _pg().get_first("SELECT count(*) FROM yellow_taxi_trips WHERE data_month = %s", [f"{month}-01"])[0]
+
+
+def test_two_months_of_catch_up_land_with_their_counts(dagbag, tlc, stack):
+    for month in ("2021-01", "2021-02"):
+        run, states = _run(dagbag, month)
+        assert run.state == "success", (month, states)
+        assert _month_count(month) == ROWS
+    keys = stack.list_keys("nyc-tlc")
+    assert {"raw/yellow_tripdata_2021-01.csv.gz", "parquet/yellow_tripdata_2021-01.parquet",
+            "raw/yellow_tripdata_2021-02.csv.gz", "parquet/yellow_tripdata_2021-02.parquet"} <= set(keys)
+    pickups = _pg().get_first("SELECT min(tpep_pickup_datetime), max(tpep_pickup_datetime) FROM yellow_taxi_trips "
+                              "WHERE data_month = '2021-02-01'")
+    assert pickups[0] >= datetime(2021, 2, 1) and pickups[1] < datetime(2021, 3, 1)
+
+
+def test_rerunning_a_month_replaces_it(dagbag, tlc):
+    _run(dagbag, "2021-03")
+    run, states = _run(dagbag, "2021-03")
+
+    assert run.state == "success", states
+    assert _month_count("2021-03") == ROWS
+
+
+def test_column_types_are_the_natural_ones(dagbag, tlc):
+    _run(dagbag, "2021-01")
+    types = dict(_pg().get_records(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'yellow_taxi_trips'"))
+    assert types["tpep_pickup_datetime"] == types["tpep_dropoff_datetime"] == "timestamp without time zone"
+    for column in ("VendorID", "passenger_count", "RatecodeID", "PULocationID", "DOLocationID", "payment_type"):
+        assert types[column] == "bigint", column
+    for column in ("trip_distance", "fare_amount", "tip_amount", "total_amount", "congestion_surcharge"):
+        assert types[column] == "double precision", column
+    assert types["store_and_fwd_flag"] == "text" and types["data_month"] == "date"
+    nullable = _pg().get_first("SELECT count(*) FILTER (WHERE \"VendorID\" IS NULL) FROM yellow_taxi_trips")[0]
+    assert nullable > 0  # empty integer fields became NULL, not 0
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("truncated_gzip", "is truncated or not gzip"),
+        ("missing_column", "missing column(s) fare_amount"),
+        ("non_numeric_fare", "bad value"),
+    ],
+)
+def test_broken_file_fails_and_leaves_the_month_as_it_was(dagbag, tlc, capfd, fault, message):
+    _run(dagbag, "2021-04")
+    before = _month_count("2021-04")
+    tlc.inject_fault("/DataTalksClub/", fault, times=None)
+
+    run, states = _run(dagbag, "2021-04")
+
+    assert run.state == "failed"
+    assert states["parquetize"] == "failed" and states["load"] == "upstream_failed"
+    assert message in capfd.readouterr().out
+    assert _month_count("2021-04") == before == ROWS
+
+
+def test_unpublished_month_is_skipped(dagbag, tlc, capfd):
+    tlc.configure(tlc_last_published="2021-05")  # as if June were not out yet
+
+    run, states = _run(dagbag, "2021-06")
+
+    assert states["download"] == "skipped"
+    assert states["load"] == "skipped" and states["check"] == "skipped"
+    assert "TLC file for 2021-06 is not published yet (404" in capfd.readouterr().out
+    assert _month_count("2021-06") == 0
