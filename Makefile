@@ -16,7 +16,7 @@ PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.1
                    "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { command -v "$$p"; break; }; \
                  done)
 
-.PHONY: help install run test airflow strava-token lint parse-check lock parse-times clean
+.PHONY: help install run test airflow strava-token bench lint parse-check lock parse-times clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ airflow: install  ## the Airflow CLI against the running `make run` stack, e.g. 
 strava-token: install  ## first Strava token into Redis: CODE=<authorization code> or TOKEN_FILE=<json> (OFFLINE=1 too)
 	$(PY) -m devstack exec $(if $(filter 1 true yes,$(OFFLINE)),--offline) -- $(PY) -m include.strava_token \
 	    $(if $(CODE),--code "$(CODE)") $(if $(TOKEN_FILE),--token-file "$(TOKEN_FILE)")
+
+bench: install  ## NYC taxi load benchmark against raw COPY and pandas to_sql (ROWS=2000000)
+	$(PY) -m devstack.bench_nyc_taxi --rows $(or $(ROWS),2000000)
 
 lint:  install ## ruff (with Airflow's AIR rules)
 	$(VENV)/bin/ruff check .

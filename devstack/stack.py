@@ -218,6 +218,25 @@ def airflow_env(cfg: StackConfig, base: dict[str, str] | None = None) -> dict[st
     return env
 
 
+def throwaway_env(cfg: StackConfig) -> dict[str, str]:
+    """Environment for in-process Airflow (tests, benchmarks): the stack's settings plus every
+    connection and variable of airflow_settings.yaml as AIRFLOW_CONN_* / AIRFLOW_VAR_* variables,
+    so no metadata-DB seeding is needed to reach them."""
+    env = airflow_env(cfg)
+    env["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+    for conn_id, conn in cfg.connections().items():
+        key, value = airflow_settings.connection_env(conn_id, conn)
+        env[key] = value
+    for name, value in cfg.settings().variables.items():
+        key, value = airflow_settings.variable_env(name, value)
+        env[key] = value
+    return env
+
+
+def migrate_metadata_db(env: dict[str, str]) -> None:
+    _airflow(env, "db", "migrate", what="db migrate")
+
+
 def start_services(cfg: StackConfig) -> list[Service]:
     """Postgres, Redis, S3 and the API stand-ins; stops what it started if one of them fails."""
     settings = cfg.settings()

@@ -42,8 +42,7 @@ def pytest_configure(config):
             "here - run it with `make test`; inside the Astro image run `astro dev pytest tests/dags`"
         )
         return
-    from devstack import settings as airflow_settings
-    from devstack.stack import StackConfig, airflow_env, start_services
+    from devstack.stack import StackConfig, migrate_metadata_db, start_services, throwaway_env
 
     state_dir = Path(tempfile.mkdtemp(prefix="airflow-project-tests-"))
     cfg = StackConfig.for_tests(state_dir)
@@ -53,25 +52,18 @@ def pytest_configure(config):
     except Exception as exc:
         shutil.rmtree(state_dir, ignore_errors=True)
         raise pytest.UsageError(f"the test stack could not start: {exc}") from exc
-    env = airflow_env(cfg)
-    env["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
-    for conn_id, conn in cfg.connections().items():
-        key, value = airflow_settings.connection_env(conn_id, conn)
-        env[key] = value
-    for name, value in cfg.settings().variables.items():
-        key, value = airflow_settings.variable_env(name, value)
-        env[key] = value
+    env = throwaway_env(cfg)
     # A distinctive key, so tests can search logs, XComs and rendered fields for its literal value.
     env["AIRFLOW_VAR_TWELVEDATA_API_KEY"] = env["TWELVEDATA_API_KEY"] = TEST_TWELVEDATA_KEY
     env["AIRFLOW_VAR_STRAVA_CLIENT"], env["AIRFLOW_VAR_STRAVA_CLIENT_SECRET"] = TEST_STRAVA_CLIENT, TEST_STRAVA_SECRET
     os.environ.update(env)
     _STACK.update(cfg=cfg, services=services, state_dir=state_dir)
     _post_json(f"{cfg.standin_url}/_standin/config", TEST_STANDIN_CONFIG)
-    result = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=dict(os.environ),
-                            capture_output=True, text=True)
-    if result.returncode != 0:
+    try:
+        migrate_metadata_db(dict(os.environ))
+    except Exception as exc:
         _stop()
-        raise pytest.UsageError(f"airflow db migrate failed on the test Postgres:\n{result.stderr[-3000:]}")
+        raise pytest.UsageError(f"the test metadata DB could not be migrated: {exc}") from exc
     # Pools (and variables) from airflow_settings.yaml, as make run seeds them.
     subprocess.run([sys.executable, "-c", "from devstack.settings import apply_to_airflow, load_settings; "
                     f"apply_to_airflow({{}}, load_settings({str(cfg.settings_file)!r}))"],
