@@ -7,8 +7,11 @@ different workers), and each works on a local temp file it deletes.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -43,10 +46,25 @@ def parquet_key(month: str) -> str:
     return f"parquet/yellow_tripdata_{month}.parquet"
 
 
-def _s3():
+def _s3_client():
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # noqa: PLC0415
 
-    return S3Hook(aws_conn_id=S3_CONN_ID)
+    return S3Hook(aws_conn_id=S3_CONN_ID).get_conn()
+
+
+def _transfer_config():
+    """Two streams of 8 MB parts: boto3's default of ten parallel parts costs ~100 MB of buffers."""
+    from boto3.s3.transfer import TransferConfig  # noqa: PLC0415
+
+    return TransferConfig(max_concurrency=2, multipart_chunksize=8 << 20)
+
+
+def _upload(local: Path, key: str) -> None:
+    _s3_client().upload_file(str(local), BUCKET, key, Config=_transfer_config())
+
+
+def _download(key: str, local: Path) -> None:
+    _s3_client().download_file(BUCKET, key, str(local), Config=_transfer_config())
 
 
 @contextmanager
@@ -90,7 +108,7 @@ def download_month(month: str, url: str | None = None) -> str:
                     out.write(chunk)
         except requests.RequestException as exc:
             raise RuntimeError(f"TLC download of {month} was cut off: {type(exc).__name__}: {exc}") from None
-        _s3().load_file(str(local), key=raw_key(month), bucket_name=BUCKET, replace=True)
+        _upload(local, raw_key(month))
     return raw_key(month)
 
 
@@ -103,10 +121,20 @@ def _read_options():
     types |= {c: pa.string() for c in TEXT_COLUMNS}
     types |= {c: pa.float64() for c in FLOAT_COLUMNS}
     return (
-        csv.ReadOptions(block_size=16 << 20),
+        # One thread, 4 MB blocks (~40k rows): memory stays flat whatever the file's size.
+        csv.ReadOptions(block_size=4 << 20, use_threads=False),
         csv.ConvertOptions(column_types=types, include_columns=list(COLUMNS), strings_can_be_null=True,
                            timestamp_parsers=["%Y-%m-%d %H:%M:%S"]),
     )
+
+
+def _release_memory_promptly() -> None:
+    """pyarrow's allocator keeps freed memory for reuse; give it back at once instead, so a task's
+    peak stays near one batch, not the file."""
+    import pyarrow as pa  # noqa: PLC0415
+
+    with contextlib.suppress(NotImplementedError):  # a build without jemalloc
+        pa.jemalloc_set_decay_ms(0)
 
 
 def parquet_schema():
@@ -139,9 +167,11 @@ def csv_gz_to_parquet(source: Path, target: Path) -> int:
     if missing:
         raise TaxiDataError(f"{source.name}: missing column(s) {', '.join(missing)} (header has {len(header)})")
     read, convert = _read_options()
+    _release_memory_promptly()
     rows = 0
     try:
-        with gzip.open(source, "rb") as raw, csv.open_csv(raw, read_options=read, convert_options=convert) as reader, \
+        with pa.input_stream(str(source), compression="gzip") as raw, \
+                csv.open_csv(raw, read_options=read, convert_options=convert) as reader, \
                 pq.ParquetWriter(target, parquet_schema(), compression="zstd") as writer:
             for batch in reader:
                 writer.write_batch(batch.select(list(COLUMNS)))
@@ -155,13 +185,12 @@ def csv_gz_to_parquet(source: Path, target: Path) -> int:
 
 
 def parquetize_month(month: str) -> str:
-    s3 = _s3()
     with _temp_file(".csv.gz") as raw, _temp_file(".parquet") as parquet:
-        s3.get_conn().download_file(BUCKET, raw_key(month), str(raw))
+        _download(raw_key(month), raw)
         rows = csv_gz_to_parquet(raw, parquet)
         if rows == 0:
             raise TaxiDataError(f"{raw_key(month)} holds no rows")
-        s3.load_file(str(parquet), key=parquet_key(month), bucket_name=BUCKET, replace=True)
+        _upload(parquet, parquet_key(month))
     return parquet_key(month)
 
 
@@ -181,33 +210,53 @@ def copy_parquet_into_month(parquet: Path, month: str, conn) -> int:
     import io  # noqa: PLC0415
 
     import pyarrow.parquet as pq  # noqa: PLC0415
+    from psycopg.copy import LibpqWriter  # noqa: PLC0415
     from pyarrow import csv  # noqa: PLC0415
 
     first_day = f"{month}-01"
     partition = _partition(month)
     columns = ", ".join(f'"{c}"' for c in COLUMNS)
-    rows = 0
+    _release_memory_promptly()
+    # Postgres parses COPY on its own core; converting the next batch to CSV meanwhile (pyarrow
+    # releases the GIL) keeps it busy. A small queue bounds memory to a few batches.
+    chunks: queue.Queue = queue.Queue(maxsize=4)
+    counted = []
+
+    def produce() -> None:
+        try:
+            for batch in pq.ParquetFile(parquet).iter_batches(batch_size=BATCH_ROWS):
+                buffer = io.BytesIO()
+                csv.write_csv(batch, buffer, csv.WriteOptions(include_header=False))
+                counted.append(batch.num_rows)
+                chunks.put(buffer.getvalue())
+            chunks.put(None)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            chunks.put(exc)
+
     with conn.cursor() as cur:
         ensure_table(cur)
         cur.execute(f"CREATE TABLE IF NOT EXISTS {partition} PARTITION OF {TABLE} FOR VALUES IN ('{first_day}')")
         cur.execute(f"TRUNCATE {partition}")  # a re-run replaces the month, never adds to it
-        with cur.copy(f"COPY {partition} ({columns}, data_month) FROM STDIN (FORMAT csv)") as copy:
-            for batch in pq.ParquetFile(parquet).iter_batches(batch_size=BATCH_ROWS):
-                import pyarrow as pa  # noqa: PLC0415
-
-                batch = batch.append_column("data_month", pa.array([first_day] * batch.num_rows))
-                buffer = io.BytesIO()
-                csv.write_csv(batch, buffer, csv.WriteOptions(include_header=False))
-                copy.write(buffer.getvalue())
-                rows += batch.num_rows
-    return rows
+        # data_month comes from the partition's default: no need to send it with every row.
+        cur.execute(f"ALTER TABLE {partition} ALTER COLUMN data_month SET DEFAULT '{first_day}'")
+        producer = threading.Thread(target=produce, name=f"parquet-to-csv-{month}", daemon=True)
+        producer.start()
+        # LibpqWriter sends as it goes; psycopg's default writer would queue up to 1024 buffers
+        # (~128 MB) whenever the server parses slower than we produce.
+        with cur.copy(f"COPY {partition} ({columns}) FROM STDIN (FORMAT csv)", writer=LibpqWriter(cur)) as copy:
+            while (chunk := chunks.get()) is not None:
+                if isinstance(chunk, BaseException):
+                    raise chunk
+                copy.write(chunk)
+        producer.join()
+    return sum(counted)
 
 
 def load_month(month: str, conn_id: str = "warehouse_db") -> int:
     from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: PLC0415
 
     with _temp_file(".parquet") as parquet:
-        _s3().get_conn().download_file(BUCKET, parquet_key(month), str(parquet))
+        _download(parquet_key(month), parquet)
         conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
         try:
             with conn:  # commit on success, roll back (old month intact) on failure
@@ -222,7 +271,7 @@ def check_month(month: str, conn_id: str = "warehouse_db") -> int:
     from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: PLC0415
 
     with _temp_file(".parquet") as parquet:
-        _s3().get_conn().download_file(BUCKET, parquet_key(month), str(parquet))
+        _download(parquet_key(month), parquet)
         expected = pq.ParquetFile(parquet).metadata.num_rows
     hook = PostgresHook(postgres_conn_id=conn_id)
     loaded, null_pickups = hook.get_first(
