@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
 from include.dag_defaults import DEFAULT_ARGS
-from include.nyc_taxi import check_month, download_month, load_month, parquetize_month
+from include.nyc_taxi import check_month, download_month, load_month, month_of, parquetize_month
 
 # Last month to ingest (YYYY-MM): NYC_TAXI_END_MONTH, default the course's 2021-07.
 END_MONTH = os.environ.get("NYC_TAXI_END_MONTH", "2021-07")
@@ -39,28 +39,25 @@ problem and leaves the warehouse month as it was.
 """,
 )
 def nyc_taxi_ingestion():
+    # Every task derives the month from its run's data interval: keys are then fixed by the month,
+    # and a task can be cleared and re-run on its own.
     @task
-    def month_of_run(data_interval_start=None) -> str:
-        return data_interval_start.strftime("%Y-%m")
+    def download(data_interval_start=None) -> str:
+        return download_month(month_of(data_interval_start))
 
     @task
-    def download(month: str) -> str:
-        return download_month(month)
+    def parquetize(raw_key: str, data_interval_start=None) -> str:
+        return parquetize_month(month_of(data_interval_start))
 
     @task
-    def parquetize(month: str, raw_key: str) -> str:
-        return parquetize_month(month)
+    def load(parquet_key: str, data_interval_start=None) -> int:
+        return load_month(month_of(data_interval_start))
 
     @task
-    def load(month: str, parquet_key: str) -> int:
-        return load_month(month)
+    def check(loaded: int, data_interval_start=None) -> int:
+        return check_month(month_of(data_interval_start))
 
-    @task
-    def check(month: str, loaded: int) -> int:
-        return check_month(month)
-
-    month = month_of_run()
-    check(month, load(month, parquetize(month, download(month))))
+    check(load(parquetize(download())))
 
 
 nyc_taxi_ingestion()

@@ -22,7 +22,8 @@ S3_CONN_ID = "aws_default"
 BUCKET = "nyc-tlc"
 TABLE = "yellow_taxi_trips"
 DEFAULT_PATH = "/DataTalksClub/nyc-tlc-data/releases/download/yellow/yellow_tripdata_{month}.csv.gz"
-BATCH_ROWS = 100_000  # rows per pyarrow batch / COPY chunk: bounds memory
+BATCH_ROWS = 50_000  # rows per parquet batch / COPY chunk (~5 MB of CSV): bounds memory
+ROW_GROUP_ROWS = 50_000  # rows per parquet row group (= BATCH_ROWS: one group per COPY chunk)
 # The 18 columns of the TLC yellow CSV and their natural types.
 INTEGER_COLUMNS = ("VendorID", "passenger_count", "RatecodeID", "PULocationID", "DOLocationID", "payment_type")
 TIMESTAMP_COLUMNS = ("tpep_pickup_datetime", "tpep_dropoff_datetime")
@@ -36,6 +37,11 @@ COLUMNS = ("VendorID", "tpep_pickup_datetime", "tpep_dropoff_datetime", "passeng
 
 class TaxiDataError(AirflowFailException):
     """The month's file is broken (truncated, wrong columns, bad values): retrying cannot help."""
+
+
+def month_of(data_interval_start) -> str:
+    """`YYYY-MM` of the run's data interval start: the month a run ingests."""
+    return data_interval_start.strftime("%Y-%m")
 
 
 def raw_key(month: str) -> str:
@@ -121,8 +127,9 @@ def _read_options():
     types |= {c: pa.string() for c in TEXT_COLUMNS}
     types |= {c: pa.float64() for c in FLOAT_COLUMNS}
     return (
-        # One thread, 4 MB blocks (~40k rows): memory stays flat whatever the file's size.
-        csv.ReadOptions(block_size=4 << 20, use_threads=False),
+        # One thread, 1 MB blocks (~10k rows): measured +96 MB peak over the imports at 1M rows,
+        # against +180 MB with 4 MB blocks, at about the same speed.
+        csv.ReadOptions(block_size=1 << 20, use_threads=False),
         csv.ConvertOptions(column_types=types, include_columns=list(COLUMNS), strings_can_be_null=True,
                            timestamp_parsers=["%Y-%m-%d %H:%M:%S"]),
     )
@@ -173,9 +180,18 @@ def csv_gz_to_parquet(source: Path, target: Path) -> int:
         with pa.input_stream(str(source), compression="gzip") as raw, \
                 csv.open_csv(raw, read_options=read, convert_options=convert) as reader, \
                 pq.ParquetWriter(target, parquet_schema(), compression="zstd") as writer:
+            # Small parse blocks, but row groups of ~ROW_GROUP_ROWS: fewer, larger groups read faster.
+            pending, pending_rows = [], 0
             for batch in reader:
-                writer.write_batch(batch.select(list(COLUMNS)))
-                rows += batch.num_rows
+                pending.append(batch.select(list(COLUMNS)))
+                pending_rows += batch.num_rows
+                if pending_rows >= ROW_GROUP_ROWS:
+                    writer.write_table(pa.Table.from_batches(pending))
+                    rows += pending_rows
+                    pending, pending_rows = [], 0
+            if pending:
+                writer.write_table(pa.Table.from_batches(pending))
+                rows += pending_rows
     except (EOFError, OSError) as exc:
         raise TaxiDataError(f"{source.name} is truncated or not gzip ({type(exc).__name__}: {exc}) after {rows} rows")\
             from None
@@ -219,7 +235,7 @@ def copy_parquet_into_month(parquet: Path, month: str, conn) -> int:
     _release_memory_promptly()
     # Postgres parses COPY on its own core; converting the next batch to CSV meanwhile (pyarrow
     # releases the GIL) keeps it busy. A small queue bounds memory to a few batches.
-    chunks: queue.Queue = queue.Queue(maxsize=4)
+    chunks: queue.Queue = queue.Queue(maxsize=2)
     counted = []
 
     def produce() -> None:
