@@ -19,15 +19,6 @@ from tests.conftest import TEST_TWELVEDATA_KEY
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def dagbag():
-    from airflow.models import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
-    assert not bag.import_errors, bag.import_errors
-    return bag
-
-
 def _dag(dagbag, dag_id, *, retries=None, fast_retries=False):
     dag = copy.deepcopy(dagbag.get_dag(dag_id))
     for task in dag.tasks:

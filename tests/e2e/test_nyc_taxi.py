@@ -14,15 +14,6 @@ DAG_ID = "nyc_taxi_ingestion"
 ROWS = 3000
 
 
-@pytest.fixture(scope="module")
-def dagbag():
-    from airflow.models import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
-    assert not bag.import_errors, bag.import_errors
-    return bag
-
-
 @pytest.fixture
 def tlc(standin):
     standin.configure(tlc_rows_per_month=ROWS)

@@ -21,15 +21,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "strava_data_pipeline"
 
 
-@pytest.fixture(scope="module")
-def dagbag():
-    from airflow.models import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
-    assert not bag.import_errors, bag.import_errors
-    return bag
-
-
 @pytest.fixture
 def redis(stack):
     from include.strava import redis_client

@@ -16,15 +16,6 @@ ROOT = Path(__file__).resolve().parents[2]
 WEATHER_DAGS = ("weather_data_classes_api", "weather_data_taskflow_api", "weather_data_s3")
 
 
-@pytest.fixture(scope="module")
-def dagbag():
-    from airflow.models import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
-    assert not bag.import_errors, bag.import_errors
-    return bag
-
-
 def _dag(dagbag, dag_id, retries: int | None = None, retry_delay: timedelta | None = None):
     """A fresh copy of the DAG (tests below tune retries; the shared DagBag must not change)."""
     dag = copy.deepcopy(dagbag.get_dag(dag_id))
