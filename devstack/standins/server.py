@@ -30,7 +30,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from devstack.standins import open_meteo, strava, tlc, twelvedata
+from devstack.standins import open_meteo, strava, swapi, tlc, twelvedata
 
 
 @dataclass
@@ -68,7 +68,7 @@ class Fault:
 
 # Each API module exposes PREFIXES (path prefixes it owns), handle(Request) -> Response and
 # error(status) -> Response. Later pipelines add their modules here.
-APIS = [open_meteo, twelvedata, strava, tlc]
+APIS = [open_meteo, twelvedata, strava, tlc, swapi]
 
 
 def default_config() -> dict:
