@@ -107,3 +107,41 @@ def test_unpublished_month_is_skipped(dagbag, tlc, capfd):
     assert states["load"] == "skipped" and states["check"] == "skipped"
     assert "TLC file for 2021-06 is not published yet (404" in capfd.readouterr().out
     assert _month_count("2021-06") == 0
+
+
+def test_loaded_values_match_the_parquet_file(dagbag, tlc, stack):
+    """Binary COPY must store exactly what the parquet file holds: compare per-column aggregates."""
+    import io
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    run, states = _run(dagbag, "2021-05")
+    assert run.state == "success", states
+    table = pq.read_table(io.BytesIO(stack.get_object("nyc-tlc", "parquet/yellow_tripdata_2021-05.parquet")))
+
+    stored = _pg().get_first(
+        'SELECT count("VendorID"), sum("VendorID"), sum(fare_amount), sum(total_amount), min(tpep_pickup_datetime), '
+        "max(tpep_dropoff_datetime), count(*) FILTER (WHERE store_and_fwd_flag = 'Y') FROM yellow_taxi_trips "
+        "WHERE data_month = '2021-05-01'")
+    expected = (
+        pc.count(table["VendorID"]).as_py(), pc.sum(table["VendorID"]).as_py(),
+        pc.sum(table["fare_amount"]).as_py(), pc.sum(table["total_amount"]).as_py(),
+        pc.min(table["tpep_pickup_datetime"]).as_py(), pc.max(table["tpep_dropoff_datetime"]).as_py(),
+        pc.sum(pc.equal(table["store_and_fwd_flag"], "Y")).as_py(),
+    )
+    assert stored[:2] == expected[:2] and stored[4:] == expected[4:]
+    assert stored[2] == pytest.approx(expected[2]) and stored[3] == pytest.approx(expected[3])
+
+
+def test_load_refuses_a_parquet_file_without_the_tlc_schema(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from include.nyc_taxi import TaxiDataError, copy_parquet_into_month
+
+    wrong = tmp_path / "wrong.parquet"
+    pq.write_table(pa.table({"VendorID": ["1"], "fare_amount": ["12.5"]}), wrong)
+
+    with pytest.raises(TaxiDataError, match="does not have the TLC schema"):
+        copy_parquet_into_month(wrong, "2021-01", conn=None)  # refused before touching the warehouse
