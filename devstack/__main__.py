@@ -3,13 +3,14 @@
     python -m devstack run [--offline]      start the whole local stack in the foreground
     python -m devstack airflow ARGS...       the Airflow CLI against the running local stack
     python -m devstack exec [--offline] CMD  any command with the local stack's Airflow environment
+    python -m devstack offline-env          rewrite .env.offline (astro dev start --env .env.offline)
 """
 
 import argparse
 import os
 import sys
 
-from devstack.stack import StackConfig, airflow_env, run_forever
+from devstack.stack import ROOT, StackConfig, airflow_env, offline_env_text, run_forever
 
 
 def main() -> int:
@@ -23,7 +24,12 @@ def main() -> int:
     run_cmd = sub.add_parser("exec", help="run a command with the local stack's Airflow environment")
     run_cmd.add_argument("--offline", action="store_true", help="the environment of `make run OFFLINE=1`")
     run_cmd.add_argument("args", nargs=argparse.REMAINDER)
+    sub.add_parser("offline-env", help="rewrite .env.offline from .env and airflow_settings.yaml")
     args = parser.parse_args()
+    if args.command == "offline-env":
+        (ROOT / ".env.offline").write_text(offline_env_text())
+        print(f"wrote {ROOT / '.env.offline'}")
+        return 0
     if args.command == "run":
         return run_forever(offline=args.offline)
     if args.command == "airflow":

@@ -70,13 +70,42 @@ def local_connections(settings: Settings, *, postgres_port: int, redis_port: int
         conns[AWS_CONN_ID]["extra"]["endpoint_url"] = f"http://127.0.0.1:{s3_port}"
     if REDIS_CONN_ID in conns:
         conns[REDIS_CONN_ID].update(host="127.0.0.1", port=redis_port)
-    if standin_url:
-        scheme, _, hostport = standin_url.partition("://")
-        host, _, port = hostport.partition(":")
-        for conn in conns.values():
-            if conn["conn_type"] == "http":
-                conn.update(host=host, port=int(port), schema=scheme)
+    return point_apis_at(conns, standin_url) if standin_url else conns
+
+
+def point_apis_at(conns: dict[str, dict], standin_url: str) -> dict[str, dict]:
+    """Every third-party API connection (type http) re-pointed at the stand-ins; path templates in
+    extras (nyc_tlc) stay, the stand-ins serve the same paths."""
+    scheme, _, hostport = standin_url.partition("://")
+    host, _, port = hostport.partition(":")
+    for conn in conns.values():
+        if conn["conn_type"] == "http":
+            conn.update(host=host, port=int(port), schema=scheme)
     return conns
+
+
+# `astro dev start --env .env.offline`: the stand-ins run as the compose service api-standins.
+DOCKER_STANDIN_URL = "http://api-standins:8765"
+OFFLINE_ENV_HEADER = """\
+# `astro dev start --env .env.offline`: the Astro containers with every third-party API answered by
+# the api-standins service of docker-compose.override.yml - no internet, no accounts needed.
+# GENERATED from .env and airflow_settings.yaml by `make offline-env`; `make test` fails when it is
+# out of date. Nothing secret: the stand-ins' own demo credentials.
+"""
+
+
+def docker_offline_env(settings: Settings, base_env_text: str, offline_values: dict[str, str]) -> str:
+    """The text of .env.offline: .env, then the API connections (AIRFLOW_CONN_*, which take
+    precedence over those airflow_settings.yaml seeds) and the stand-ins' credentials."""
+    api_conns = {conn_id: {**conn, "extra": dict(conn["extra"])}
+                 for conn_id, conn in settings.connections.items() if conn["conn_type"] == "http"}
+    lines = [OFFLINE_ENV_HEADER, "# --- from .env", base_env_text.strip(), "",
+             "# --- third-party APIs -> api-standins"]
+    for conn_id, conn in sorted(point_apis_at(api_conns, DOCKER_STANDIN_URL).items()):
+        lines.append("=".join(connection_env(conn_id, conn)))
+    lines += ["", "# --- the stand-ins' demo credentials"]
+    lines += [f"{key}={value}" for key, value in offline_values.items()]
+    return "\n".join(lines) + "\n"
 
 
 def connection_env(conn_id: str, conn: dict) -> tuple[str, str]:

@@ -36,6 +36,12 @@ AIRFLOW_DB = ("airflow", "airflow", "airflow")  # metadata database, role, passw
 UI_USER, UI_PASSWORD = "admin", "admin"
 STANDIN_TWELVEDATA_KEY = "offline-standin-key"
 STANDIN_STRAVA_CLIENT = ("offline-client", "offline-client-secret")  # the stand-in's OAuth app
+# What OFFLINE=1 (and .env.offline) sets: the stand-ins accept these; a real key from .env.local is
+# not sent to them.
+OFFLINE_VALUES = {"AIRFLOW_VAR_TWELVEDATA_API_KEY": STANDIN_TWELVEDATA_KEY,
+                  "TWELVEDATA_API_KEY": STANDIN_TWELVEDATA_KEY,
+                  "AIRFLOW_VAR_STRAVA_CLIENT": STANDIN_STRAVA_CLIENT[0],
+                  "AIRFLOW_VAR_STRAVA_CLIENT_SECRET": STANDIN_STRAVA_CLIENT[1]}
 
 
 @dataclass
@@ -210,12 +216,15 @@ def airflow_env(cfg: StackConfig, base: dict[str, str] | None = None) -> dict[st
         }
     )
     if cfg.offline:
-        # The stand-ins accept this key; a real key from .env.local is not sent to them.
-        env.update({"AIRFLOW_VAR_TWELVEDATA_API_KEY": STANDIN_TWELVEDATA_KEY,
-                    "TWELVEDATA_API_KEY": STANDIN_TWELVEDATA_KEY,
-                    "AIRFLOW_VAR_STRAVA_CLIENT": STANDIN_STRAVA_CLIENT[0],
-                    "AIRFLOW_VAR_STRAVA_CLIENT_SECRET": STANDIN_STRAVA_CLIENT[1]})
+        env.update(OFFLINE_VALUES)
     return env
+
+
+def offline_env_text(root: Path = ROOT) -> str:
+    """.env.offline for `astro dev start --env .env.offline` (see devstack.settings)."""
+    docker_values = {**OFFLINE_VALUES, "OAUTH_PLAIN_HTTP_HOSTS": "api-standins"}  # Strava over plain http
+    return airflow_settings.docker_offline_env(airflow_settings.load_settings(root / "airflow_settings.yaml"),
+                                               (root / ".env").read_text(), docker_values)
 
 
 def throwaway_env(cfg: StackConfig) -> dict[str, str]:

@@ -121,15 +121,17 @@ def _describe(response) -> str:
         return response.text[:200]
 
 
-def _allow_plain_http_to_loopback(base_url: str) -> None:
-    """oauthlib insists on https; the local stand-ins speak plain http on 127.0.0.1 only."""
+def _allow_plain_http_to_local_standins(base_url: str) -> None:
+    """oauthlib insists on https; the local stand-ins speak plain http - on 127.0.0.1 (make run),
+    or on a host named in OAUTH_PLAIN_HTTP_HOSTS (.env.offline names the compose service)."""
     import os  # noqa: PLC0415
     from urllib.parse import urlsplit  # noqa: PLC0415
 
     parts = urlsplit(base_url)
     if parts.scheme == "https":
         return
-    if parts.hostname in ("127.0.0.1", "localhost", "::1"):
+    named = {h.strip() for h in os.environ.get("OAUTH_PLAIN_HTTP_HOSTS", "").split(",") if h.strip()}
+    if parts.hostname in {"127.0.0.1", "localhost", "::1"} | named:
         os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
         return
     raise StravaRejected(f"the `{CONN_ID}` connection points at {base_url}: OAuth tokens travel only over https")
@@ -143,7 +145,7 @@ def fetch_activities(after: int, before: int, *, client_id: str, client_secret: 
     from requests_oauthlib import OAuth2Session  # noqa: PLC0415
 
     _mask(client_secret)
-    _allow_plain_http_to_loopback(base_url)
+    _allow_plain_http_to_local_standins(base_url)
     token = load_token(redis_client)
     session = OAuth2Session(
         client_id,

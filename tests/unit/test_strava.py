@@ -1,11 +1,12 @@
 """include/strava.py without a scheduler: validation, interval bounds, transport rule."""
 
+import os
 from datetime import UTC, datetime
 
 import pytest
 
 from devstack.standins.strava import activity
-from include.strava import StravaRejected, _allow_plain_http_to_loopback, interval_bounds, validate_activities
+from include.strava import StravaRejected, _allow_plain_http_to_local_standins, interval_bounds, validate_activities
 
 
 def test_valid_activities_keep_floats_and_null_missing_optionals():
@@ -40,8 +41,22 @@ def test_interval_bounds_are_epoch_seconds_of_the_data_interval():
     assert interval_bounds(start, end, full_history=True) == (0, 1748775600)
 
 
-def test_tokens_never_travel_over_plain_http_beyond_loopback():
-    _allow_plain_http_to_loopback("https://www.strava.com")
-    _allow_plain_http_to_loopback("http://127.0.0.1:8765")
+def test_tokens_never_travel_over_plain_http_beyond_loopback(monkeypatch):
+    monkeypatch.delenv("OAUTH_PLAIN_HTTP_HOSTS", raising=False)
+    monkeypatch.delenv("OAUTHLIB_INSECURE_TRANSPORT", raising=False)
+    _allow_plain_http_to_local_standins("https://www.strava.com")
     with pytest.raises(StravaRejected, match="OAuth tokens travel only over https"):
-        _allow_plain_http_to_loopback("http://strava.example.com")
+        _allow_plain_http_to_local_standins("http://strava.example.com")
+    _allow_plain_http_to_local_standins("http://127.0.0.1:8765")
+    assert os.environ["OAUTHLIB_INSECURE_TRANSPORT"] == "1"
+
+
+def test_plain_http_only_to_the_hosts_named_for_the_standins(monkeypatch):
+    """.env.offline names the compose service of the stand-ins; no other host gets plain http."""
+    monkeypatch.setenv("OAUTH_PLAIN_HTTP_HOSTS", "api-standins")
+    monkeypatch.delenv("OAUTHLIB_INSECURE_TRANSPORT", raising=False)
+    with pytest.raises(StravaRejected, match="OAuth tokens travel only over https"):
+        _allow_plain_http_to_local_standins("http://api-standins.evil.example:8765")
+    assert "OAUTHLIB_INSECURE_TRANSPORT" not in os.environ
+    _allow_plain_http_to_local_standins("http://api-standins:8765")
+    assert os.environ["OAUTHLIB_INSECURE_TRANSPORT"] == "1"
