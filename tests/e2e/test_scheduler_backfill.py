@@ -109,3 +109,55 @@ def test_backfill_create_fills_january_once_through_the_scheduler(airflow_compon
     _wait(lambda: backfills_completed() == 2, 180, "the second backfill to complete", _backfill_runs)
     assert all(state == "success" for *_, state in _backfill_runs())
     assert stack.list_keys("weather-data", "daily_temperature_range/") == before
+
+
+def _make_dag_env(stack) -> dict[str, str]:
+    """`make dag` pointed at the test stack, as if it were `make run`'s: same ports, same state."""
+    cfg = stack.cfg
+    return {**os.environ, "DEVSTACK_STATE_DIR": str(cfg.state_dir), "DEVSTACK_API_PORT": str(cfg.api_port),
+            "DEVSTACK_POSTGRES_PORT": str(cfg.postgres_port), "DEVSTACK_REDIS_PORT": str(cfg.redis_port),
+            "DEVSTACK_S3_PORT": str(cfg.s3_port), "DEVSTACK_STANDIN_PORT": str(cfg.standin_port)}
+
+
+def test_make_dag_triggers_through_a_running_scheduler_and_prints_task_states(airflow_components, standin, stack):
+    dag_id = "dependencies_demo"
+    _wait(lambda: _sql("SELECT 1 FROM dag WHERE dag_id = :d", d=dag_id), 90, "the dag-processor to parse the DAG")
+    assert _airflow_cli("dags", "unpause", dag_id).returncode == 0
+    runs_before = _sql("SELECT count(*) FROM dag_run WHERE dag_id = :d", d=dag_id)[0][0]
+
+    result = subprocess.run([sys.executable, "-m", "devstack.run_dag", dag_id], env=_make_dag_env(stack),
+                            capture_output=True, text=True, timeout=300)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "triggering through its scheduler" in result.stdout
+    summary = result.stdout.split(f"\nDAG {dag_id}  run ", 1)[1]
+    assert "state success" in summary.splitlines()[0]
+    for task_id in ("task_a", "task_b", "task_c", "task_d", "task_e"):
+        assert any(line.split()[:2] == [task_id, "success"] for line in summary.splitlines()), summary
+    runs = _sql("SELECT state, triggered_by FROM dag_run WHERE dag_id = :d AND triggering_user_name = 'make dag'",
+                d=dag_id)
+    assert runs == [("success", "CLI")]
+    # One run, executed by the scheduler: no second, in-process (dag.test) run next to it.
+    assert _sql("SELECT count(*) FROM dag_run WHERE dag_id = :d", d=dag_id)[0][0] == runs_before + 1
+
+
+def test_make_dag_refuses_a_paused_dag_with_the_way_out(airflow_components, stack):
+    dag_id = "xcoms_demo"
+    _wait(lambda: _sql("SELECT 1 FROM dag WHERE dag_id = :d", d=dag_id), 90, "the dag-processor to parse the DAG")
+    assert _airflow_cli("dags", "pause", dag_id).returncode == 0
+
+    result = subprocess.run([sys.executable, "-m", "devstack.run_dag", dag_id], env=_make_dag_env(stack),
+                            capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 2
+    assert f"`{dag_id}` is paused" in result.stderr and f"dags unpause {dag_id}" in result.stderr
+    assert _sql("SELECT count(*) FROM dag_run WHERE dag_id = :d AND triggering_user_name = 'make dag'",
+                d=dag_id) == [(0,)]
+
+
+def test_make_dag_names_a_dag_the_stack_does_not_know(airflow_components, stack):
+    result = subprocess.run([sys.executable, "-m", "devstack.run_dag", "no_such_dag"], env=_make_dag_env(stack),
+                            capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 2
+    assert "has not registered a DAG `no_such_dag`" in result.stderr

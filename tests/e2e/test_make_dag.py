@@ -1,0 +1,44 @@
+"""`make dag` with no `make run` up: the twin of `astro run` starts the stack's servers from its
+state folder, runs the DAG once in-process, prints each task's state and stops what it started."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from devstack.services import free_port, port_in_use
+from devstack.stack import ROOT
+
+
+def _standalone_env(tmp_path) -> dict[str, str]:
+    """A state folder and ports of its own - as a fresh clone's `make dag` would use .local/."""
+    while True:  # S3 needs 12 consecutive free ports (its gateway + 11 internal ones)
+        s3 = free_port()
+        if s3 < 65000 and not any(port_in_use(p) for p in range(s3, s3 + 12)):
+            break
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRFLOW__"))}  # nothing from the test stack
+    return env | {"DEVSTACK_STATE_DIR": str(tmp_path / "state"), "DEVSTACK_API_PORT": str(free_port()),
+                  "DEVSTACK_POSTGRES_PORT": str(free_port()), "DEVSTACK_REDIS_PORT": str(free_port()),
+                  "DEVSTACK_S3_PORT": str(s3), "DEVSTACK_STANDIN_PORT": str(free_port())}
+
+
+@pytest.mark.usefixtures("stack")  # not used, but a missing server install fails here with its message
+def test_make_dag_runs_a_dag_once_on_its_own_servers_and_prints_task_states(tmp_path):
+    env = _standalone_env(tmp_path)
+
+    result = subprocess.run([sys.executable, "-m", "devstack.run_dag", "xcoms_demo", "--offline"], env=env,
+                            capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "make run is not up: starting the stack's servers" in result.stdout
+    summary = result.stdout.split("\nDAG xcoms_demo  run ", 1)[1].splitlines()
+    assert "state success" in summary[0]
+    states = {line.split()[0]: line.split()[1] for line in summary[2:] if line.strip()}
+    assert states == {"push_luke": "success", "push_vader": "success", "pull_characters": "success"}, summary
+    # Everything it started is stopped again: its ports are free.
+    for name in ("DEVSTACK_POSTGRES_PORT", "DEVSTACK_REDIS_PORT", "DEVSTACK_S3_PORT", "DEVSTACK_STANDIN_PORT"):
+        assert not port_in_use(int(env[name])), name
