@@ -16,7 +16,7 @@ PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.1
                    "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { command -v "$$p"; break; }; \
                  done)
 
-.PHONY: help install run test airflow strava-token bench lint parse-check lock parse-times clean
+.PHONY: help install run test dag airflow strava-token bench lint parse-check offline-env lock parse-times clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,10 @@ parse-check: install  ## the .astro DAG integrity test (= astro dev parse) witho
 	AIRFLOW_HOME="$$tmp" AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/dags" AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	PYTHONPATH="$(CURDIR)" $(PY) -m pytest -p no:cacheprovider -q .astro/test_dag_integrity_default.py
 
+dag: install  ## run one DAG once and print its task states (= astro run): DAG=<id> [DATE=2021-02-02] [OFFLINE=1]
+	@test -n "$(DAG)" || { echo "usage: make dag DAG=<dag_id> [DATE=2021-02-02T06:00] [OFFLINE=1]" >&2; exit 2; }
+	$(PY) -m devstack.run_dag "$(DAG)" $(if $(DATE),--date "$(DATE)") $(if $(filter 1 true yes,$(OFFLINE)),--offline)
+
 airflow: install  ## the Airflow CLI against the running `make run` stack, e.g. make airflow CMD="dags list"
 	$(PY) -m devstack airflow $(CMD)
 
@@ -59,8 +63,14 @@ strava-token: install  ## first Strava token into Redis: CODE=<authorization cod
 bench: install  ## NYC taxi load benchmark against raw COPY and pandas to_sql (ROWS=2000000)
 	$(PY) -m devstack.bench_nyc_taxi --rows $(or $(ROWS),2000000)
 
-lint:  install ## ruff (with Airflow's AIR rules)
+lint:  install ## ruff (AIR rules), hadolint on the Dockerfile, compose + GitHub workflow schemas - all offline
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.override.yml
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+
+offline-env: install  ## rewrite .env.offline (astro dev start --env .env.offline) from .env and airflow_settings.yaml
+	$(PY) -m devstack offline-env
 
 lock: | $(UV)  ## re-resolve requirements*.txt into requirements-dev.lock
 	$(UV) pip compile requirements.txt requirements-dev.txt --universal --python-version 3.11 \

@@ -1,0 +1,191 @@
+"""The Astro path's files agree with the Docker-free path's: docker-compose.override.yml serves what
+airflow_settings.yaml connects to, .env.offline is generated from the same sources, the stand-ins
+run on a bare Python image, and the CI workflow tests PRs and deploys main with secrets only.
+
+No Docker engine here: these read the files. The linters (hadolint, compose and workflow schemas)
+run in `make lint`."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from devstack import settings as airflow_settings
+from devstack.stack import OFFLINE_VALUES, ROOT, StackConfig, offline_env_text
+
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.override.yml").read_text())
+SERVICES = COMPOSE["services"]
+SETTINGS = airflow_settings.load_settings(ROOT / "airflow_settings.yaml")
+CONNS = SETTINGS.connections
+WORKFLOW = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())
+
+
+def _container_port(service: str) -> int:
+    return int(SERVICES[service]["ports"][0].rsplit(":", 1)[1])
+
+
+def _host_port(service: str) -> int:
+    return int(SERVICES[service]["ports"][0].split(":")[-2])
+
+
+def _command_flag(service: str, flag: str) -> str:
+    return next(arg.split("=", 1)[1] for arg in SERVICES[service]["command"] if arg.startswith(f"-{flag}="))
+
+
+def test_every_connected_service_is_a_compose_service_on_astros_network():
+    s3_endpoint = urlsplit(CONNS["aws_default"]["extra"]["endpoint_url"])
+    hosts = {CONNS["warehouse_db"]["host"], CONNS["redis_default"]["host"], s3_endpoint.hostname}
+
+    assert hosts == {"warehouse-db", "redis", "s3"}
+    assert hosts <= set(SERVICES)
+    for name in (*hosts, "api-standins"):
+        assert SERVICES[name]["networks"] == ["airflow"], name  # the network of Astro's containers
+    assert "airflow" in COMPOSE["networks"]
+
+
+def test_compose_ports_are_the_ones_the_connections_use():
+    assert _container_port("warehouse-db") == CONNS["warehouse_db"]["port"] == 5432
+    assert _container_port("redis") == CONNS["redis_default"]["port"] == 6379
+    s3_port = urlsplit(CONNS["aws_default"]["extra"]["endpoint_url"]).port
+    assert _container_port("s3") == int(_command_flag("s3", "s3.port")) == s3_port
+    assert f"http://api-standins:{_container_port('api-standins')}" == airflow_settings.DOCKER_STANDIN_URL
+
+
+def test_host_ports_match_make_run_so_the_readme_commands_work_for_both():
+    cfg = StackConfig.for_run(offline=False)
+
+    assert _host_port("warehouse-db") == cfg.postgres_port
+    assert _host_port("redis") == cfg.redis_port
+    assert _host_port("s3") == cfg.s3_port
+    assert _host_port("api-standins") == cfg.standin_port
+    for service in ("warehouse-db", "redis", "s3", "api-standins"):
+        assert SERVICES[service]["ports"][0].startswith("127.0.0.1:"), "published on loopback only"
+
+
+def test_compose_credentials_and_buckets_are_those_of_the_settings():
+    database, role, password = airflow_settings.warehouse_database(SETTINGS)
+    environment = SERVICES["warehouse-db"]["environment"]
+    assert (environment["POSTGRES_DB"], environment["POSTGRES_USER"], environment["POSTGRES_PASSWORD"]) == (
+        database, role, password)
+    access_key, secret_key = airflow_settings.s3_credentials(SETTINGS)
+    assert SERVICES["s3"]["environment"] == {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+    assert _command_flag("s3", "bucket").split(",") == list(airflow_settings.BUCKETS)
+
+
+def test_airflow_waits_for_the_pipeline_services():
+    for component in ("scheduler", "dag-processor", "triggerer", "api-server"):
+        depends = SERVICES[component]["depends_on"]
+        assert depends["warehouse-db"]["condition"] == depends["redis"]["condition"] == "service_healthy"
+        assert {"s3", "api-standins"} <= set(depends)
+    assert "healthcheck" in SERVICES["warehouse-db"] and "healthcheck" in SERVICES["redis"]
+
+
+def test_the_standins_need_nothing_but_the_standard_library():
+    """api-standins runs them on a bare python image: no third-party import may creep in."""
+    allowed = set(sys.stdlib_module_names) | {"devstack"}
+    service = SERVICES["api-standins"]
+    assert service["image"].startswith("python:3.12")
+    assert service["command"][:3] == ["python", "-m", "devstack.standins"]
+    for path in [ROOT / "devstack/__init__.py", *sorted((ROOT / "devstack/standins").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            for name in names:
+                assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
+
+
+def test_env_offline_is_generated_from_env_and_the_settings():
+    committed = (ROOT / ".env.offline").read_text()
+
+    assert committed == offline_env_text(), ".env.offline is out of date: run `make offline-env` and commit it"
+
+
+def test_env_offline_points_every_api_at_the_standins_and_keeps_env():
+    lines = dict(line.split("=", 1) for line in (ROOT / ".env.offline").read_text().splitlines()
+                 if line and not line.startswith("#"))
+    base = dict(line.split("=", 1) for line in (ROOT / ".env").read_text().splitlines()
+                if line and not line.startswith("#"))
+
+    assert base.items() <= lines.items()  # `--env .env.offline` replaces .env, so it carries .env along
+    api_ids = {conn_id for conn_id, conn in CONNS.items() if conn["conn_type"] == "http"}
+    assert {key for key in lines if key.startswith("AIRFLOW_CONN_")} == {f"AIRFLOW_CONN_{i.upper()}" for i in api_ids}
+    for conn_id in api_ids:
+        conn = yaml.safe_load(lines[f"AIRFLOW_CONN_{conn_id.upper()}"])
+        assert (conn["schema"], conn["host"], conn["port"]) == ("http", "api-standins", 8765), conn_id
+    assert OFFLINE_VALUES.items() <= lines.items()
+    assert lines["OAUTH_PLAIN_HTTP_HOSTS"] == "api-standins"
+
+
+def test_workflow_runs_make_test_on_pull_requests_and_before_deploying():
+    triggers = WORKFLOW[True]  # YAML 1.1 reads the key `on` as boolean True
+    assert "pull_request" in triggers and triggers["push"]["branches"] == ["main"]
+    test_steps = WORKFLOW["jobs"]["test"]["steps"]
+    assert any(step.get("run", "").startswith("make test") for step in test_steps)
+
+
+def test_workflow_deploys_main_with_astronomers_action_and_secrets_from_the_store():
+    deploy = WORKFLOW["jobs"]["deploy"]
+    assert deploy["needs"] == "test"
+    assert "refs/heads/main" in deploy["if"] and "push" in deploy["if"]
+    assert deploy["env"]["ASTRO_API_TOKEN"] == "${{ secrets.ASTRO_API_TOKEN }}"
+    action = next(step for step in deploy["steps"] if step.get("uses", "").startswith("astronomer/deploy-action@"))
+    assert action["with"]["deployment-id"] == "${{ vars.ASTRO_DEPLOYMENT_ID }}"
+    text = (ROOT / ".github/workflows/ci.yml").read_text()
+    assert "ASTRO_API_TOKEN:" in text and text.count("secrets.") == 1  # the token, from the secret store only
+
+
+@pytest.mark.parametrize("ignored", [".env", ".env.local", ".env.offline"])
+def test_env_files_stay_out_of_the_image(ignored):
+    patterns = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ignored in patterns or (ignored.startswith(".env.") and ".env.*" in patterns)
+
+
+def test_the_standins_serve_from_a_bare_interpreter():
+    """`python -S`: no site-packages at all, as on the python:3.12-slim image of api-standins."""
+    import json
+    import subprocess
+    import time
+    import urllib.request
+
+    from devstack.services import free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-S", "-m", "devstack.standins", "--host", "127.0.0.1", "--port",
+                               str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_standin/health", timeout=2) as resp:
+                    health = json.load(resp)
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read()
+                assert time.monotonic() < deadline, "the stand-ins did not answer within 20 s"
+                time.sleep(0.2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/people/1/", timeout=5) as resp:
+            person = json.load(resp)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+    assert health["status"] == "ok"
+    assert person["name"] == "Luke Skywalker"
+
+
+def test_production_env_holds_the_real_api_connections_and_no_secret():
+    text = (ROOT / "deploy/production.env").read_text()
+    lines = dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+
+    for conn_id, conn in CONNS.items():
+        if conn["conn_type"] == "http":
+            key, value = airflow_settings.connection_env(conn_id, conn)
+            assert yaml.safe_load(lines[key]) == yaml.safe_load(value), conn_id
+            assert yaml.safe_load(value)["schema"] == "https", conn_id  # real APIs, over TLS
+    for key, value in lines.items():
+        assert not any(word in key for word in ("KEY", "SECRET", "PASSWORD", "TOKEN")), key
+        assert "password" not in value and "REPLACE_ME" not in value, key
