@@ -76,8 +76,10 @@ def _through_scheduler(dag_id: str, logical_date: datetime | None) -> int:
               f"or with `make airflow CMD='dags unpause {dag_id}'`, then run this again.", file=sys.stderr)
         return 2
     started = time.monotonic()
+    # run_after = the date too: Airflow infers a manual run's data interval from run_after, and
+    # dag.test() (the other mode) from the logical date - the same DATE must mean the same interval.
     run = trigger_dag(dag_id, triggered_by=DagRunTriggeredByType.CLI, logical_date=logical_date,
-                      triggering_user_name="make dag")
+                      run_after=logical_date, triggering_user_name="make dag")
     print(f"Triggered {dag_id} run {run.run_id}; following it (Ctrl-C stops following, not the run) ...",
           flush=True)
     seen: dict[str, str] = {}
@@ -96,12 +98,25 @@ def _through_scheduler(dag_id: str, logical_date: datetime | None) -> int:
         time.sleep(1)
 
 
-def _stack_is_up(cfg) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{cfg.api_port}/api/v2/monitor/health", timeout=3) as resp:  # noqa: S310
-            return json.load(resp).get("scheduler", {}).get("status") == "healthy"
-    except (OSError, ValueError):
-        return False
+def _scheduler_status(cfg, wait_s: float = 30) -> str | None:
+    """None when nothing listens on make run's API port; else the scheduler's health as the API
+    reports it ("healthy", "unhealthy", or why it could not be read), waiting up to wait_s for
+    "healthy" (a stack that is still starting)."""
+    from devstack.services import port_in_use  # noqa: PLC0415
+
+    if not port_in_use(cfg.api_port):
+        return None
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            url = f"http://127.0.0.1:{cfg.api_port}/api/v2/monitor/health"
+            with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - local URL
+                status = json.load(resp).get("scheduler", {}).get("status") or "unknown"
+        except (OSError, ValueError) as exc:
+            status = f"no health answer ({exc})"
+        if status == "healthy" or time.monotonic() > deadline:
+            return status
+        time.sleep(2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,10 +138,15 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = StackConfig.for_run(offline=args.offline)
     command = [sys.executable, "-m", "devstack.run_dag", args.dag_id, *(["--date", args.date] if args.date else [])]
-    if _stack_is_up(cfg):
+    status = _scheduler_status(cfg)
+    if status == "healthy":
         # make run decided OFFLINE when it started; its connections and variables are in its DB.
         print(f"make run is up on port {cfg.api_port}: triggering through its scheduler", flush=True)
         return subprocess.run([*command, "--inside", "scheduler"], env=airflow_env(cfg), check=False).returncode
+    if status is not None:
+        print(f"ERROR: something answers on make run's port {cfg.api_port}, but its scheduler is not healthy "
+              f"({status}). Wait for make run to finish starting, or see {cfg.log_dir}.", file=sys.stderr)
+        return 2
     print(f"make run is not up: starting the stack's servers from {cfg.state_dir} for this run", flush=True)
     services = []
     try:

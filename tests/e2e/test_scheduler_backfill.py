@@ -161,3 +161,24 @@ def test_make_dag_names_a_dag_the_stack_does_not_know(airflow_components, stack)
 
     assert result.returncode == 2
     assert "has not registered a DAG `no_such_dag`" in result.stderr
+
+
+def test_make_dag_date_gives_the_interval_dag_test_gives(airflow_components, standin, stack, dagbag):
+    """DATE means the same data interval in both modes: Airflow infers a triggered run's interval
+    from run_after, dag.test() from the logical date - make dag passes the date as both."""
+    from datetime import UTC, datetime
+
+    from airflow.serialization.encoders import coerce_to_core_timetable
+
+    assert _airflow_cli("dags", "unpause", DAG_ID).returncode == 0
+
+    result = subprocess.run([sys.executable, "-m", "devstack.run_dag", DAG_ID, "--date", "2025-01-20"],
+                            env=_make_dag_env(stack), capture_output=True, text=True, timeout=300)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    (start, end), = _sql("SELECT data_interval_start, data_interval_end FROM dag_run WHERE dag_id = :d "
+                         "AND triggering_user_name = 'make dag'", d=DAG_ID)
+    timetable = coerce_to_core_timetable(dagbag.get_dag(DAG_ID).timetable)
+    expected = timetable.infer_manual_data_interval(run_after=datetime(2025, 1, 20, tzinfo=UTC))
+    assert (start, end) == (expected.start, expected.end)
+    assert end <= datetime(2025, 1, 20, tzinfo=UTC)  # not an interval around today
