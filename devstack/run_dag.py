@@ -127,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offline", action="store_true", help="third-party APIs answered by the stand-ins")
     parser.add_argument("--inside", choices=["test", "scheduler"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    logical_date = parse_date(args.date)
+    # Without DATE: now, as the UI's trigger form fills it in. A run with no logical date at all
+    # would have no data interval, which the interval-based DAGs refuse.
+    logical_date = parse_date(args.date) or datetime.now(UTC).replace(microsecond=0)
     if args.inside == "test":
         return _in_process(args.dag_id, logical_date)
     if args.inside == "scheduler":
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     from devstack.stack import StackConfig, airflow_env, migrate_and_seed, start_services, stop_all  # noqa: PLC0415
 
     cfg = StackConfig.for_run(offline=args.offline)
-    command = [sys.executable, "-m", "devstack.run_dag", args.dag_id, *(["--date", args.date] if args.date else [])]
+    command = [sys.executable, "-m", "devstack.run_dag", args.dag_id, "--date", logical_date.isoformat()]
     status = _scheduler_status(cfg)
     if status == "healthy":
         # make run decided OFFLINE when it started; its connections and variables are in its DB.

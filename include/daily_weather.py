@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from include.open_meteo import fetch_daily_temperature_range
+from include.runs import require_data_interval
 from include.weather import NYC_LATITUDE, NYC_LONGITUDE, S3_CONN_ID, WEATHER_BUCKET
 
 NYC_TIMEZONE = "America/New_York"  # daily min/max are per local calendar day
@@ -23,6 +24,7 @@ def interval_days(start: datetime, end: datetime) -> tuple[str, str]:
 
 def fetch_interval_temperature_range(start: datetime, end: datetime, latitude: float = NYC_LATITUDE,
                                      longitude: float = NYC_LONGITUDE, timezone: str = NYC_TIMEZONE) -> dict:
+    start, end = require_data_interval(start, end)
     first, last = interval_days(start, end)
     daily = fetch_daily_temperature_range(latitude, longitude, first, last, timezone)
     if daily["date"][0] != first or daily["date"][-1] != last or len(daily["date"]) != len(set(daily["date"])):

@@ -40,7 +40,10 @@ class TaxiDataError(AirflowFailException):
 
 def month_of(data_interval_start) -> str:
     """`YYYY-MM` of the run's data interval start: the month a run ingests."""
-    return data_interval_start.strftime("%Y-%m")
+    from include.runs import require_data_interval  # noqa: PLC0415
+
+    start, _ = require_data_interval(data_interval_start, data_interval_start)
+    return start.strftime("%Y-%m")
 
 
 def raw_key(month: str) -> str:

@@ -17,3 +17,15 @@ def run_moment(dag_run) -> datetime:
 def run_stamp(dag_run) -> str:
     """`20250101T000000`: run_moment as it appears in file names and object keys."""
     return run_moment(dag_run).strftime("%Y%m%dT%H%M%S")
+
+
+def require_data_interval(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    """The run's data interval, or a clear failure for a run that has none: a DAG that works by
+    data interval cannot guess which one a bare manual trigger meant."""
+    if start is None or end is None:
+        from airflow.sdk.exceptions import AirflowFailException  # noqa: PLC0415 - keep this module light
+
+        raise AirflowFailException(
+            "this run has no data interval: it was triggered without a logical date. Trigger it with one "
+            "(UI: 'Logical date'; CLI: `airflow dags trigger --logical-date ...`; `make dag DATE=...`).")
+    return start, end

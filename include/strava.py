@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
 from include.http_api import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
-from include.runs import run_stamp
+from include.runs import require_data_interval, run_stamp
 
 CONN_ID = "strava"
 REDIS_CONN_ID = "redis_default"
@@ -277,4 +277,5 @@ def exchange_authorization_code(code: str, client_id: str, client_secret: str, b
 
 def interval_bounds(start: datetime, end: datetime, full_history: bool = False) -> tuple[int, int]:
     """(after, before) epoch seconds for a data interval; full history starts at the epoch."""
+    start, end = require_data_interval(start, end)
     return (0 if full_history else int(start.timestamp())), int(end.timestamp())
