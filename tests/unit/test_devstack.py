@@ -9,6 +9,9 @@ import pytest
 from devstack import settings as airflow_settings
 from devstack.services import CommandService, RedisService, ServiceError, free_port
 
+# devstack is the Docker-free stack: its server wheels are not in the Astro image.
+pytestmark = pytest.mark.make_test
+
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT_CONNECTIONS = {"warehouse_db", "aws_default", "redis_default", "open_meteo_archive", "open_meteo_forecast",
                         "twelvedata", "strava", "nyc_tlc", "swapi"}
