@@ -2,7 +2,8 @@
 
 Every step streams in bounded pieces (HTTP chunks, CSV blocks, parquet row groups, COPY buffers), so
 memory stays flat whatever the month's size; steps hand over S3 keys only (tasks may run on
-different workers), and each works on a local temp file it deletes.
+different workers). download and parquetize work on local temp files they delete; load and check
+read the parquet file straight from S3.
 """
 
 from __future__ import annotations
@@ -60,12 +61,6 @@ def _filesystem():
     return s3_filesystem(S3_CONN_ID)
 
 
-def _upload(fs, local: Path, key: str) -> None:
-    from include.arrow_s3 import upload_file  # noqa: PLC0415
-
-    upload_file(fs, local, BUCKET, key)
-
-
 @contextmanager
 def _temp_file(suffix: str):
     fd, name = tempfile.mkstemp(suffix=suffix, prefix="nyc-taxi-")
@@ -92,6 +87,7 @@ def download_month(month: str, url: str | None = None) -> str:
     the run: there is nothing to load yet, and the next catch-up tries again."""
     import requests  # noqa: PLC0415
 
+    from include.arrow_s3 import upload_file  # noqa: PLC0415
     from include.http_api import CONNECT_TIMEOUT_S, READ_TIMEOUT_S  # noqa: PLC0415
 
     url = url or download_url(month)
@@ -107,7 +103,7 @@ def download_month(month: str, url: str | None = None) -> str:
                     out.write(chunk)
         except requests.RequestException as exc:
             raise RuntimeError(f"TLC download of {month} was cut off: {type(exc).__name__}: {exc}") from None
-        _upload(_filesystem(), local, raw_key(month))
+        upload_file(_filesystem(), local, BUCKET, raw_key(month))
     return raw_key(month)
 
 
@@ -193,7 +189,7 @@ def csv_gz_to_parquet(source: Path, target: Path) -> int:
 
 
 def parquetize_month(month: str) -> str:
-    from include.arrow_s3 import download_file  # noqa: PLC0415
+    from include.arrow_s3 import download_file, upload_file  # noqa: PLC0415
 
     fs = _filesystem()
     # Local files on both sides: the parquet object is replaced only once the whole month converted.
@@ -202,7 +198,7 @@ def parquetize_month(month: str) -> str:
         rows = csv_gz_to_parquet(raw, parquet)
         if rows == 0:
             raise TaxiDataError(f"{raw_key(month)} holds no rows")
-        _upload(fs, parquet, parquet_key(month))
+        upload_file(fs, parquet, BUCKET, parquet_key(month))
     return parquet_key(month)
 
 
