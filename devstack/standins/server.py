@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from devstack.standins import open_meteo, strava, swapi, tlc, twelvedata
@@ -43,6 +44,7 @@ class Request:
     fault: str | None = None
     config: dict = field(default_factory=dict)
     state: dict = field(default_factory=dict)  # per-API mutable state (e.g. credit counters)
+    state_dir: Path | None = None  # where an API keeps what must survive a restart (None: memory only)
 
 
 @dataclass
@@ -82,8 +84,11 @@ class StandInServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address):
+    def __init__(self, address, state_dir: Path | None = None):
         super().__init__(address, Handler)
+        # Each API gets its own sub-folder for what must outlive the process (issued tokens,
+        # generated files), as the real services keep theirs across restarts.
+        self.state_dir = Path(state_dir) if state_dir else None
         self.lock = threading.Lock()
         self.faults: list[Fault] = []
         self.requests: list[dict] = []
@@ -202,6 +207,8 @@ class Handler(BaseHTTPRequestHandler):
         request.fault = self.server.take_fault(request.path)
         request.config = self.server.config
         request.state = self.server.api_state[api.NAME]
+        if self.server.state_dir is not None:
+            request.state_dir = self.server.state_dir / api.NAME
         if request.fault and request.fault.startswith("http_"):
             self._send(api.error(int(request.fault.removeprefix("http_"))))
             return
@@ -236,8 +243,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Local stand-ins for the third-party APIs")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="keep what must survive a restart (issued tokens, generated files) here")
     args = parser.parse_args(argv)
-    server = StandInServer((args.host, args.port))
+    server = StandInServer((args.host, args.port), args.state_dir)
     print(f"API stand-ins ({', '.join(api.NAME for api in APIS)}) on http://{args.host}:{args.port}", flush=True)
     try:
         server.serve_forever()
