@@ -4,10 +4,19 @@ S3 -> bulk COPY into Postgres -> check (zoomcamp week 2, with S3 + Postgres for 
 import os
 from datetime import UTC, datetime
 
-from airflow.sdk import CronDataIntervalTimetable, dag, task
+from airflow.sdk import Param, dag, task
 
 from include.dag_defaults import DEFAULT_ARGS
-from include.nyc_taxi import check_month, download_month, load_month, month_of, parquetize_month
+from include.nyc_taxi import (
+    FIRST_MONTH,
+    MONTH_PATTERN,
+    check_month,
+    download_month,
+    load_month,
+    month_of_run,
+    monthly_timetable,
+    parquetize_month,
+)
 
 # Last month to ingest (YYYY-MM): NYC_TAXI_END_MONTH, default the course's 2021-07.
 END_MONTH = os.environ.get("NYC_TAXI_END_MONTH", "2021-07")
@@ -15,20 +24,25 @@ END_MONTH = os.environ.get("NYC_TAXI_END_MONTH", "2021-07")
 
 @dag(
     dag_id="nyc_taxi_ingestion",
-    schedule=CronDataIntervalTimetable("0 6 2 * *", timezone="UTC"),  # the 2nd of each month, 06:00
-    start_date=datetime(2021, 1, 2, 6, tzinfo=UTC),
-    end_date=datetime.strptime(END_MONTH, "%Y-%m").replace(day=2, hour=6, tzinfo=UTC),
+    schedule=monthly_timetable(FIRST_MONTH, END_MONTH),  # the 2nd of each month, 06:00 UTC
+    # No end_date: the schedule ends with its last month. start_date only bounds the logical date a
+    # manual run may carry (Airflow gives a run before it no tasks); TLC's records start in 2009.
+    start_date=datetime(2009, 1, 1, tzinfo=UTC),
     catchup=True,
     max_active_runs=2,
     default_args=DEFAULT_ARGS,
+    params={"month": Param(None, type=["null", "string"], pattern=MONTH_PATTERN,
+                           description="Month to load, YYYY-MM (e.g. 2021-03). Empty: the month before the run's "
+                                       "logical date, which is what each scheduled run loads.")},
     tags=["nyc-taxi", "s3", "postgres", "zoomcamp"],
     doc_md="""
 ### NYC taxi ingestion
-One run per month (the month of the run's data interval start), 2021-01 to `NYC_TAXI_END_MONTH`
-(default 2021-07), with catch-up:
+One run per month, 2021-01 to `NYC_TAXI_END_MONTH` (default 2021-07), each on the 2nd of the next
+month at 06:00 UTC, with catch-up. A run loads the month before its logical date; **Trigger** with
+the `month` param (YYYY-MM) to load any month again.
 1. `download_month` streams the month's CSV.gz from the `nyc_tlc` connection to
-   `s3://nyc-tlc/raw/yellow_tripdata_<YYYY-MM>.csv.gz`; a month not published yet (404) is
-   *skipped* - the run shows it, and a later catch-up or clear retries;
+   `s3://nyc-tlc/raw/yellow_tripdata_<YYYY-MM>.csv.gz`; a month not published (404) *skips* a
+   scheduled run and *fails* a manual one (it loaded nothing);
 2. `parquetize_month` converts it in bounded pyarrow batches with the TLC column types to
    `s3://nyc-tlc/parquet/yellow_tripdata_<YYYY-MM>.parquet`;
 3. `load_month` replaces the month's partition of `yellow_taxi_trips` with Postgres `COPY`, in one
@@ -39,23 +53,23 @@ problem and leaves the warehouse month as it was.
 """,
 )
 def nyc_taxi_ingestion():
-    # Every task derives the month from its run's data interval: keys are then fixed by the month,
-    # and a task can be cleared and re-run on its own.
+    # Every task derives the month from its run (param, else logical date): keys are then fixed by
+    # the month, and a task can be cleared and re-run on its own.
     @task
-    def download(data_interval_start=None) -> str:
-        return download_month(month_of(data_interval_start))
+    def download(logical_date=None, params=None, dag_run=None) -> str:
+        return download_month(month_of_run(logical_date, params["month"]), manual=dag_run.run_type == "manual")
 
     @task
-    def parquetize(raw_key: str, data_interval_start=None) -> str:
-        return parquetize_month(month_of(data_interval_start))
+    def parquetize(raw_key: str, logical_date=None, params=None) -> str:
+        return parquetize_month(month_of_run(logical_date, params["month"]))
 
     @task
-    def load(parquet_key: str, data_interval_start=None) -> int:
-        return load_month(month_of(data_interval_start))
+    def load(parquet_key: str, logical_date=None, params=None) -> int:
+        return load_month(month_of_run(logical_date, params["month"]))
 
     @task
-    def check(loaded: int, data_interval_start=None) -> int:
-        return check_month(month_of(data_interval_start))
+    def check(loaded: int, logical_date=None, params=None) -> int:
+        return check_month(month_of_run(logical_date, params["month"]))
 
     check(load(parquetize(download())))
 

@@ -39,12 +39,56 @@ class TaxiDataError(AirflowFailException):
     """The month's file is broken (truncated, wrong columns, bad values): retrying cannot help."""
 
 
-def month_of(data_interval_start) -> str:
-    """`YYYY-MM` of the run's data interval start: the month a run ingests."""
-    from include.runs import require_data_interval  # noqa: PLC0415
+FIRST_MONTH = "2021-01"  # the course's first month
+MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
 
-    start, _ = require_data_interval(data_interval_start, data_interval_start)
-    return start.strftime("%Y-%m")
+
+def _next_month(month: str) -> str:
+    year, mon = map(int, month.split("-"))
+    return f"{year + mon // 12:04d}-{mon % 12 + 1:02d}"
+
+
+def monthly_timetable(first_month: str, last_month: str):
+    """One run per month first_month..last_month, each on the 2nd of the month after at 06:00 UTC
+    (when the month is complete), and no run after last_month.
+
+    A list of events rather than a cron schedule with an `end_date`: Airflow creates no task
+    instance for a run whose logical date lies after a DAG's end_date, so pressing Trigger in the
+    UI (logical date: now) made a green run that did nothing. Without an end_date every manual run
+    has its tasks, and the `month` param says which month it loads.
+
+    Airflow core's EventsTimetable: the Task SDK's twin does not serialize in Airflow 3.3.2 (its
+    encoder drops `_summary`, which the core decoder requires).
+    """
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from airflow.timetables.events import EventsTimetable  # noqa: PLC0415
+
+    events, month = [], first_month
+    while month <= last_month:
+        run_month = _next_month(month)
+        events.append(datetime(int(run_month[:4]), int(run_month[5:]), 2, 6, tzinfo=UTC))
+        month = run_month
+    return EventsTimetable(events, presorted=True,
+                           description=f"Monthly, the 2nd at 06:00 UTC: months {first_month} to {last_month}")
+
+
+def month_of_run(logical_date, month: str | None = None) -> str:
+    """`YYYY-MM` a run loads: the `month` param when given (a manual run), else the month before
+    the run's logical date - a scheduled run on 2021-02-02 loads January."""
+    import re  # noqa: PLC0415
+
+    if month:
+        if not re.match(MONTH_PATTERN, month):
+            raise AirflowFailException(f"param month={month!r} is not a month: use YYYY-MM, e.g. 2021-03")
+        return month
+    if logical_date is None:
+        raise AirflowFailException(
+            "this run has neither a logical date nor the `month` param: trigger it with month=YYYY-MM "
+            "(UI: the trigger form's `month` field; CLI: `airflow dags trigger nyc_taxi_ingestion "
+            "--conf '{\"month\": \"2021-03\"}'`; `make dag DATE=...`).")
+    year, mon = logical_date.year, logical_date.month
+    return f"{year - (mon == 1):04d}-{(mon - 2) % 12 + 1:02d}"
 
 
 def raw_key(month: str) -> str:
@@ -82,9 +126,10 @@ def download_url(month: str) -> str:
     return base_url_from_connection(conn) + template.format(month=month)
 
 
-def download_month(month: str, url: str | None = None) -> str:
-    """Stream the month's CSV.gz to S3 (nyc-tlc/raw/...). A month not published yet (404) skips
-    the run: there is nothing to load yet, and the next catch-up tries again."""
+def download_month(month: str, url: str | None = None, manual: bool = False) -> str:
+    """Stream the month's CSV.gz to S3 (nyc-tlc/raw/...). A month not published (404) skips a
+    scheduled run - there is nothing to load yet - and fails a manual one, whose user asked for
+    that month and must not get a green run that loaded nothing."""
     import requests  # noqa: PLC0415
 
     from include.arrow_s3 import upload_file  # noqa: PLC0415
@@ -94,6 +139,10 @@ def download_month(month: str, url: str | None = None) -> str:
     with _temp_file(".csv.gz") as local, \
             requests.get(url, stream=True, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)) as resp:
         if resp.status_code == 404:
+            if manual:
+                raise AirflowFailException(
+                    f"TLC has no file for {month} (404 at {url}): nothing to load. Trigger with the `month` "
+                    f"param set to a published month (the course mirror has {FIRST_MONTH} to 2021-07).")
             raise AirflowSkipException(f"TLC file for {month} is not published yet (404 at {url})")
         if resp.status_code != 200:
             raise RuntimeError(f"TLC download of {month} failed: HTTP {resp.status_code} at {url}")
@@ -202,24 +251,20 @@ def parquetize_month(month: str) -> str:
     return parquet_key(month)
 
 
-def ensure_table(cur) -> None:
-    from include.warehouse import migrations  # noqa: PLC0415
-
-    for ddl in migrations(TABLE):
-        cur.execute(ddl)
-
-
 def _partition(month: str) -> str:
     return f"{TABLE}_{month.replace('-', '_')}"
 
 
 def copy_parquet_into_month(parquet, month: str, conn) -> int:
-    """In one transaction: (re)create the month's partition empty and COPY the parquet file into
-    it. `parquet` is a path or an open pyarrow file (e.g. straight from S3)."""
+    """Create the table and the month's partition if needed (DDL, its own short transaction under
+    the warehouse DDL lock: concurrent first loads are safe), then in one transaction empty the
+    partition and COPY the parquet file into it. `parquet` is a path or an open pyarrow file
+    (e.g. straight from S3)."""
     import pyarrow.parquet as pq  # noqa: PLC0415
     from psycopg.copy import LibpqWriter  # noqa: PLC0415
 
     from include import pg_binary  # noqa: PLC0415
+    from include.warehouse import apply_ddl, transaction  # noqa: PLC0415
 
     first_day = f"{month}-01"
     partition = _partition(month)
@@ -230,12 +275,12 @@ def copy_parquet_into_month(parquet, month: str, conn) -> int:
     if source.schema_arrow != parquet_schema():
         raise TaxiDataError(f"parquet file of {month} does not have the TLC schema: {source.schema_arrow}")
     rows = 0
-    with conn.cursor() as cur:
-        ensure_table(cur)
-        cur.execute(f"CREATE TABLE IF NOT EXISTS {partition} PARTITION OF {TABLE} FOR VALUES IN ('{first_day}')")
+    apply_ddl(conn, TABLE,
+              f"CREATE TABLE IF NOT EXISTS {partition} PARTITION OF {TABLE} FOR VALUES IN ('{first_day}')",
+              # data_month comes from the partition's default: no need to send it with every row.
+              f"ALTER TABLE {partition} ALTER COLUMN data_month SET DEFAULT '{first_day}'")
+    with transaction(conn), conn.cursor() as cur:
         cur.execute(f"TRUNCATE {partition}")  # a re-run replaces the month, never adds to it
-        # data_month comes from the partition's default: no need to send it with every row.
-        cur.execute(f"ALTER TABLE {partition} ALTER COLUMN data_month SET DEFAULT '{first_day}'")
         # Binary COPY: Postgres stores the values as sent instead of parsing text, about half its
         # work for this table. LibpqWriter sends as it goes; psycopg's default writer would queue up
         # to 1024 buffers (~128 MB) whenever the server is slower than we encode. One row group at
@@ -258,9 +303,8 @@ def load_month(month: str, conn_id: str = "warehouse_db") -> int:
 
     parquet = _filesystem().open_input_file(f"{BUCKET}/{parquet_key(month)}")
     conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
-    try:
-        with conn:  # commit on success, roll back (old month intact) on failure
-            return copy_parquet_into_month(parquet, month, conn)
+    try:  # the load commits on success and rolls back (old month intact) on failure
+        return copy_parquet_into_month(parquet, month, conn)
     finally:
         conn.close()
         parquet.close()

@@ -52,7 +52,8 @@ class Response:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json; charset=utf-8"})
-    stream: Iterator[bytes] | None = None  # large bodies: sent chunked as they are produced
+    stream: Iterator[bytes] | None = None  # large bodies: sent chunked as they are produced...
+    length: int | None = None  # ...or, when the stream's total size is known, with this Content-Length
 
     @classmethod
     def json(cls, status: int, payload, headers: dict[str, str] | None = None) -> Response:
@@ -144,15 +145,27 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(response.status)
         for key, value in response.headers.items():
             self.send_header(key, value)
-        self.send_header("Transfer-Encoding", "chunked")
+        chunked = response.length is None
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(response.length))
         self.end_headers()
         if self.command == "HEAD":
             return
         try:
+            sent = 0
             for chunk in response.stream:
-                if chunk:
+                if chunk and chunked:
                     self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-            self.wfile.write(b"0\r\n\r\n")
+                elif chunk:
+                    chunk = chunk[: response.length - sent]  # never more than the promised length
+                    self.wfile.write(chunk)
+                    sent += len(chunk)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+            elif sent != response.length:
+                self.close_connection = True  # fewer bytes than promised: the client sees a cut-off body
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 

@@ -21,7 +21,7 @@ def tlc(standin):
 
 
 def _run(dagbag, month: str, retries: int = 0):
-    """A run for `month`: dag.test's manual run at the first of the next month covers it."""
+    """A run for `month`: dag.test's manual run on the 2nd of the next month loads it."""
     dag = copy.deepcopy(dagbag.get_dag(DAG_ID))
     for task in dag.tasks:
         task.retries = retries
@@ -98,15 +98,72 @@ def test_broken_file_fails_and_leaves_the_month_as_it_was(dagbag, tlc, capfd, fa
     assert _month_count("2021-04") == before == ROWS
 
 
-def test_unpublished_month_is_skipped(dagbag, tlc, capfd):
+def test_unpublished_month_skips_a_scheduled_run(tlc):
+    """A scheduled (catch-up) run of a month not out yet has nothing to load: a visible skip.
+    (dag.test makes manual runs only: the step itself, as the scheduled run calls it.)"""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from include.nyc_taxi import download_month
+
     tlc.configure(tlc_last_published="2021-05")  # as if June were not out yet
+
+    with pytest.raises(AirflowSkipException, match=r"TLC file for 2021-06 is not published yet \(404"):
+        download_month("2021-06", manual=False)
+    assert _month_count("2021-06") == 0
+
+
+def test_unpublished_month_fails_a_manual_run_saying_so(dagbag, tlc, capfd):
+    """A user who triggers a month gets a red run naming the month, never a green one that did nothing."""
+    tlc.configure(tlc_last_published="2021-05")
 
     run, states = _run(dagbag, "2021-06")
 
-    assert states["download"] == "skipped"
-    assert states["load"] == "skipped" and states["check"] == "skipped"
-    assert "TLC file for 2021-06 is not published yet (404" in capfd.readouterr().out
+    assert run.state == "failed"
+    assert states["download"] == "failed" and states["load"] == "upstream_failed"
+    out = capfd.readouterr().out
+    assert "TLC has no file for 2021-06 (404" in out and "`month` param" in out
     assert _month_count("2021-06") == 0
+
+
+def test_trigger_with_the_month_param_loads_that_month_whatever_the_logical_date(tlc):
+    """The UI's Trigger carries a logical date of now - after the catch-up's last month. The run
+    still has its tasks (no DAG end_date) and loads the month named in the form."""
+    from tests.e2e.conftest import fresh_dag
+
+    dag = fresh_dag(DAG_ID)
+    for task in dag.tasks:
+        task.retries = 0
+    run = dag.test(logical_date=datetime.now(UTC), run_conf={"month": "2021-02"})
+
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "success" and set(states) == {"download", "parquetize", "load", "check"}, states
+    assert _month_count("2021-02") == ROWS
+
+
+def test_two_first_loads_at_once_both_succeed(dagbag, tlc):
+    """Catch-up runs two months at once; on an empty warehouse both create the table. Two
+    concurrent CREATE TABLE IF NOT EXISTS fail one of them on pg_type's unique index unless the
+    DDL is serialized - both loads must succeed on their first try."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from include.nyc_taxi import load_month
+
+    for month in ("2021-01", "2021-02"):
+        run, states = _run(dagbag, month)
+        assert run.state == "success", states
+    for attempt in range(3):
+        _pg().run("DROP TABLE IF EXISTS yellow_taxi_trips CASCADE")
+        barrier = threading.Barrier(2)
+
+        def load(month):
+            barrier.wait()
+            return load_month(month)
+
+        with ThreadPoolExecutor(2) as pool:
+            loaded = list(pool.map(load, ["2021-01", "2021-02"]))
+        assert loaded == [ROWS, ROWS], attempt
+        assert (_month_count("2021-01"), _month_count("2021-02")) == (ROWS, ROWS)
 
 
 def test_loaded_values_match_the_parquet_file(dagbag, tlc, stack):
