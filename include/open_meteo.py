@@ -2,12 +2,21 @@
 
 Every answer is validated before anything downstream sees it, and every failure raises an
 OpenMeteoError whose message names the cause (the API's own `reason` where it gives one).
+
+Time zones are done here, not by the API. Asked for a named zone, Open-Meteo labels a whole
+answer with ONE UTC offset - the one valid on the day of the request, no DST inside the series -
+and cuts daily aggregates at that offset (open-meteo/open-meteo #261, #1255, #1764; the
+maintainer recommends GMT+0 for long series). The same July hour would be labelled 12:00 when
+fetched in summer and 11:00 when fetched in winter. So every request asks for GMT; each UTC hour
+is then placed in the wanted zone with the IANA database (zoneinfo): 23 hours on the spring-
+forward day, 25 on the fall-back day, and the same answer whenever it is fetched.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -96,44 +105,117 @@ def _series(payload: dict, block_name: str, variables: list[str], endpoint: str)
     return series
 
 
-def fetch_hourly_temperatures(latitude: float, longitude: float, start_date: str | date, end_date: str | date,
-                              timezone: str = "auto", session=None) -> dict[str, list]:
-    """Hourly 2 m air temperature (°C) from the archive API.
+DEFAULT_TIMEZONE = "America/New_York"
 
-    Returns {"time": ["YYYY-MM-DDTHH:MM", ...], "temperature": [float | None, ...]} in local time.
+
+def resolve_timezone(timezone: str, latitude: float, longitude: float, session=None) -> ZoneInfo:
+    """The IANA zone to place hours in. `auto` asks Open-Meteo which zone the coordinates are in
+    (one day of data, only its `timezone` field is used); `GMT` / `UTC` are UTC."""
+    name = (timezone or "").strip() or DEFAULT_TIMEZONE
+    if name == "auto":
+        day = (datetime.now(UTC) - timedelta(days=30)).date().isoformat()  # any day with data: only the name matters
+        payload = _request_json(ARCHIVE_CONN_ID, ARCHIVE_ENDPOINT, {
+            "latitude": latitude, "longitude": longitude, "start_date": day, "end_date": day,
+            "hourly": "temperature_2m", "timezone": "auto"}, session)
+        name = payload.get("timezone")
+        if not isinstance(name, str) or not name:
+            raise OpenMeteoBadResponse("Open-Meteo did not say which time zone timezone=auto resolved to")
+    if name.upper() in ("GMT", "UTC", "ETC/GMT", "ETC/UTC"):
+        return ZoneInfo("UTC")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise OpenMeteoRejectedRequest(f"unknown time zone {name!r}: use an IANA name such as America/New_York, "
+                                       "GMT, or auto") from None
+
+
+def local_day_bounds(first_day: str | date, last_day: str | date, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """[start, end) in UTC of the local calendar days first_day..last_day (inclusive) in `zone`
+    (an end before the start is left for the API to refuse with its own reason)."""
+    first, last = date.fromisoformat(str(first_day)), date.fromisoformat(str(last_day))
+    start = datetime(first.year, first.month, first.day, tzinfo=zone).astimezone(UTC)
+    after = last + timedelta(days=1)
+    return start, datetime(after.year, after.month, after.day, tzinfo=zone).astimezone(UTC)
+
+
+def fetch_utc_hours(conn_id: str, endpoint: str, latitude: float, longitude: float, start: datetime, end: datetime,
+                    variable: str, session=None) -> tuple[list[datetime], list]:
+    """Hourly values of `variable` for the UTC instants in [start, end), asked for in GMT so that
+    no offset is applied by the API. Checks that the answer is GMT and one row per hour."""
+    last = end - timedelta(hours=1)
+    params = {"latitude": latitude, "longitude": longitude, "start_date": start.date().isoformat(),
+              "end_date": last.date().isoformat(), "hourly": variable, "timezone": "GMT"}
+    payload = _request_json(conn_id, endpoint, params, session)
+    if payload.get("utc_offset_seconds") != 0:
+        raise OpenMeteoBadResponse(f"Open-Meteo {endpoint} answered with utc_offset_seconds "
+                                   f"{payload.get('utc_offset_seconds')!r} to a request for GMT: "
+                                   "its times cannot be placed")
+    series = _series(payload, "hourly", [variable], endpoint)
+    try:
+        moments = [datetime.fromisoformat(t).replace(tzinfo=UTC) for t in series["time"]]
+    except (TypeError, ValueError):
+        raise OpenMeteoBadResponse(f"Open-Meteo {endpoint} returned times that are not ISO 8601: "
+                                   f"{series['time'][:2]!r}") from None
+    if any(b - a != timedelta(hours=1) for a, b in zip(moments, moments[1:], strict=False)):
+        raise OpenMeteoBadResponse(f"Open-Meteo {endpoint} returned hours that are not consecutive")
+    kept = [(m, v) for m, v in zip(moments, series[variable], strict=True) if start <= m < end]
+    expected = int((end - start) / timedelta(hours=1))
+    if len(kept) != expected:
+        raise OpenMeteoBadResponse(f"Open-Meteo {endpoint} returned {len(kept)} of the {expected} hours from "
+                                   f"{start.isoformat()} to {end.isoformat()}")
+    if all(v is None for _, v in kept):
+        raise OpenMeteoBadResponse(f"Open-Meteo {endpoint} returned only null {variable} values ({len(kept)} rows) "
+                                   "for the hours asked: no data for that place and period yet")
+    return [m for m, _ in kept], [v for _, v in kept]
+
+
+def fetch_hourly_temperatures(latitude: float, longitude: float, start_date: str | date, end_date: str | date,
+                              timezone: str = DEFAULT_TIMEZONE, session=None) -> dict[str, list]:
+    """Hourly 2 m air temperature (°C) from the archive API for the local calendar days
+    start_date..end_date in `timezone` (IANA name, `GMT`, or `auto`: the place's own zone).
+
+    Returns {"time": local ISO 8601 with its offset ("2025-07-01T12:00-04:00"), "time_utc": the
+    same instant in UTC ("2025-07-01T16:00+00:00"), "temperature": [float | None, ...]} - one row
+    per real hour, so a DST day has 23 or 25 rows and every time is unambiguous.
     """
-    params = {
-        "latitude": latitude,
-        "longitude": longitude,
-        "start_date": str(start_date),
-        "end_date": str(end_date),
-        "hourly": "temperature_2m",
-        "timezone": timezone,
+    zone = resolve_timezone(timezone, latitude, longitude, session)
+    start, end = local_day_bounds(start_date, end_date, zone)
+    moments, values = fetch_utc_hours(ARCHIVE_CONN_ID, ARCHIVE_ENDPOINT, latitude, longitude, start, end,
+                                      "temperature_2m", session)
+    return {
+        "time": [m.astimezone(zone).isoformat(timespec="minutes") for m in moments],
+        "time_utc": [m.isoformat(timespec="minutes") for m in moments],
+        "temperature": values,
     }
-    payload = _request_json(ARCHIVE_CONN_ID, ARCHIVE_ENDPOINT, params, session)
-    series = _series(payload, "hourly", ["temperature_2m"], ARCHIVE_ENDPOINT)
-    return {"time": series["time"], "temperature": series["temperature_2m"]}
 
 
 def fetch_daily_temperature_range(latitude: float, longitude: float, start_date: str | date,
                                   end_date: str | date, timezone: str, session=None) -> dict[str, list]:
-    """Daily min and max 2 m temperature (°C) from the historical-forecast API.
+    """Daily min and max 2 m temperature (°C) per local calendar day in `timezone`, from the
+    historical-forecast API's hourly values (GMT) grouped by the day each hour falls on there -
+    not the API's `daily` aggregates, which are cut at the offset of the day they are fetched.
+    A day with a missing hour gets no min/max (None) rather than one over part of the day.
 
-    Daily aggregates depend on where the day starts, so `timezone` is required.
-    Returns {"date": [...], "temperature_min": [...], "temperature_max": [...]}.
+    Returns {"date", "day_start", "day_end", "hours", "temperature_min", "temperature_max"};
+    day_start/day_end are the local midnights with their offsets (a DST day has 23 or 25 hours).
     """
-    params = {
-        "latitude": latitude,
-        "longitude": longitude,
-        "start_date": str(start_date),
-        "end_date": str(end_date),
-        "daily": "temperature_2m_max,temperature_2m_min",
-        "timezone": timezone,
-    }
-    payload = _request_json(FORECAST_CONN_ID, FORECAST_ENDPOINT, params, session)
-    series = _series(payload, "daily", ["temperature_2m_min", "temperature_2m_max"], FORECAST_ENDPOINT)
-    return {
-        "date": series["time"],
-        "temperature_min": series["temperature_2m_min"],
-        "temperature_max": series["temperature_2m_max"],
-    }
+    zone = resolve_timezone(timezone, latitude, longitude, session)
+    start, end = local_day_bounds(start_date, end_date, zone)
+    moments, values = fetch_utc_hours(FORECAST_CONN_ID, FORECAST_ENDPOINT, latitude, longitude, start, end,
+                                      "temperature_2m", session)
+    by_day: dict[date, list] = {}
+    for moment, value in zip(moments, values, strict=True):
+        by_day.setdefault(moment.astimezone(zone).date(), []).append(value)
+    daily = {"date": [], "day_start": [], "day_end": [], "hours": [], "temperature_min": [], "temperature_max": []}
+    for day, day_values in by_day.items():
+        after = day + timedelta(days=1)
+        day_start = datetime(day.year, day.month, day.day, tzinfo=zone)
+        day_end = datetime(after.year, after.month, after.day, tzinfo=zone)
+        complete = None not in day_values
+        daily["date"].append(day.isoformat())
+        daily["day_start"].append(day_start.isoformat(timespec="minutes"))
+        daily["day_end"].append(day_end.isoformat(timespec="minutes"))
+        daily["hours"].append(len(day_values))
+        daily["temperature_min"].append(min(day_values) if complete else None)
+        daily["temperature_max"].append(max(day_values) if complete else None)
+    return daily

@@ -10,22 +10,23 @@ import os
 import tempfile
 from pathlib import Path
 
-from include.open_meteo import fetch_hourly_temperatures
+from include.open_meteo import DEFAULT_TIMEZONE, fetch_hourly_temperatures
 from include.runs import run_stamp
 
-# The lab's defaults: New York City, calendar year 2025, local time.
+# The lab's defaults: New York City, calendar year 2025 (New York calendar days), local time.
 NYC_LATITUDE = 40.7143
 NYC_LONGITUDE = -74.006
 DEFAULT_START_DATE = "2025-01-01"
 DEFAULT_END_DATE = "2025-12-31"
-DEFAULT_TIMEZONE = "auto"
 # Physically plausible range for New York; values outside are sensor or model artefacts.
 TEMPERATURE_MIN_C = -20.0
 TEMPERATURE_MAX_C = 50.0
 
 WEATHER_BUCKET = "weather-data"
 S3_CONN_ID = "aws_default"
-CSV_COLUMNS = ("time", "temperature")
+# time: local wall-clock time with its UTC offset ("2025-07-01T12:00-04:00"), time_utc: the same
+# instant in UTC - unambiguous even in the repeated hour of the fall-back night.
+CSV_COLUMNS = ("time", "time_utc", "temperature")
 
 
 def weather_params() -> dict:
@@ -36,10 +37,13 @@ def weather_params() -> dict:
         "latitude": Param(NYC_LATITUDE, type="number", minimum=-90, maximum=90, description="Latitude, degrees"),
         "longitude": Param(NYC_LONGITUDE, type="number", minimum=-180, maximum=180,
                            description="Longitude, degrees"),
-        "start_date": Param(DEFAULT_START_DATE, type="string", format="date", description="First day (local)"),
-        "end_date": Param(DEFAULT_END_DATE, type="string", format="date", description="Last day (local)"),
+        "start_date": Param(DEFAULT_START_DATE, type="string", format="date",
+                            description="First local calendar day (in `timezone`)"),
+        "end_date": Param(DEFAULT_END_DATE, type="string", format="date",
+                          description="Last local calendar day (in `timezone`), included"),
         "timezone": Param(DEFAULT_TIMEZONE, type="string",
-                          description="IANA zone for the hourly timestamps, or 'auto' for the location's own"),
+                          description="IANA zone the days and local times are in (DST-aware), 'GMT', or 'auto' "
+                                      "for the location's own zone"),
     }
 
 
@@ -74,17 +78,18 @@ def extract_and_clip_operators():
 
 def clip_temperatures(hourly: dict[str, list], lower: float = TEMPERATURE_MIN_C,
                       upper: float = TEMPERATURE_MAX_C) -> dict[str, list]:
-    """Clip every temperature into [lower, upper]; missing values stay missing (None)."""
+    """Clip every temperature into [lower, upper]; missing values stay missing (None); the time
+    columns pass through unchanged."""
     import pandas as pd  # noqa: PLC0415
 
-    frame = pd.DataFrame({"time": hourly["time"], "temperature": hourly["temperature"]}, columns=list(CSV_COLUMNS))
-    frame["temperature"] = pd.to_numeric(frame["temperature"], errors="raise").clip(lower=lower, upper=upper)
-    temperatures = [None if pd.isna(value) else float(value) for value in frame["temperature"]]
-    return {"time": frame["time"].tolist(), "temperature": temperatures}
+    temperatures = pd.to_numeric(pd.Series(hourly["temperature"], dtype=object), errors="raise")
+    clipped = temperatures.clip(lower=lower, upper=upper)
+    return {**{k: v for k, v in hourly.items() if k != "temperature"},
+            "temperature": [None if pd.isna(value) else float(value) for value in clipped]}
 
 
 def to_csv_bytes(rows: dict[str, list]) -> bytes:
-    """CSV with a `time,temperature` header; missing temperatures are empty fields."""
+    """CSV with a `time,time_utc,temperature` header; missing temperatures are empty fields."""
     import pandas as pd  # noqa: PLC0415
 
     frame = pd.DataFrame({column: rows[column] for column in CSV_COLUMNS})

@@ -1,16 +1,28 @@
 """Open-Meteo stand-in: the archive API (`/v1/archive`) and the historical-forecast API
-(`/v1/forecast`), with the real parameter checks, response layout and error bodies.
+(`/v1/forecast`), with the real parameter checks, response layout, time handling and error bodies.
 
-Values are deterministic: a climate model (latitude, season, time of day) plus noise derived from
-a hash of the place and hour, so the same request always gets the same answer and a year of
-hourly data is 8,760 realistic rows.
+Values are deterministic: a climate model (latitude, season, local solar time) plus noise derived
+from a hash of the place and the UTC hour, so the same request always gets the same answer and a
+year of hourly data is 8,760 realistic rows. A value belongs to a UTC instant; only its label
+depends on the requested time zone.
+
+Time zones, as the real API does them (open-meteo/open-meteo #261, #488, #1255, #1545, #1764; the
+maintainer in #1255: the API "operates solely in the current timezone, with no DST adjustments
+applied throughout the time series. For processing long time-series data, we recommend using
+GMT+0"): with `timezone=auto` or an IANA name, ONE UTC offset - the one valid on the day the
+request is made - labels every `time` of the response and cuts every `daily` aggregate;
+`utc_offset_seconds` is that offset and `timezone_abbreviation` reads `GMT-5` / `GMT-4`. A
+July hour asked for in January is therefore labelled with the winter offset. "The day the
+request is made" is the setting `open_meteo_today` (ISO date; null = the real date), so tests can
+fetch the same period in winter and in summer. With `timeformat=unixtime` hourly times are UTC
+epochs and daily ones the epoch of the (fixed-offset) local midnight, as the docs describe.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 NAME = "open-meteo"
@@ -18,9 +30,11 @@ ARCHIVE_PATH = "/v1/archive"
 FORECAST_PATH = "/v1/forecast"
 PREFIXES = (ARCHIVE_PATH, FORECAST_PATH)
 
+DEFAULT_CONFIG = {"open_meteo_today": None}
+
 ARCHIVE_FIRST_DAY = date(1940, 1, 1)
 FORECAST_FIRST_DAY = date(2022, 1, 1)
-# Reanalysis reaches the present with a few days' delay; later days come back as null.
+# Reanalysis reaches the present with about 5 days' delay (api-facts); later hours come back null.
 ARCHIVE_DELAY_DAYS = 5
 
 HOURLY_VARIABLES = {"temperature_2m": "°C"}
@@ -56,15 +70,40 @@ def _noise(*key) -> float:
 
 
 def temperature(latitude: float, longitude: float, moment: datetime, model: str = "era5") -> float:
-    """Air temperature at 2 m, °C, one decimal - a plausible climate, the same on every call."""
+    """Air temperature at 2 m, °C, one decimal, at the UTC instant `moment` - a plausible climate,
+    the same on every call whatever time zone the answer is labelled in."""
+    moment = moment.astimezone(UTC)
     day_of_year = moment.timetuple().tm_yday
     hemisphere = 1.0 if latitude >= 0 else -1.0
     mean = 27.0 - 0.4 * abs(latitude)
     seasonal = -hemisphere * (0.2 * abs(latitude) + 3.0) * math.cos(2 * math.pi * (day_of_year - 18) / 365.25)
-    diurnal = -4.0 * math.cos(2 * math.pi * (moment.hour - 3) / 24)
-    weather = 4.0 * _noise(model, round(latitude, 2), round(longitude, 2), moment.date().isoformat())
-    jitter = 0.8 * _noise(model, round(latitude, 2), round(longitude, 2), moment.isoformat())
+    solar_hour = (moment.hour + moment.minute / 60 + longitude / 15.0) % 24  # coldest near 03:00 solar time
+    diurnal = -4.0 * math.cos(2 * math.pi * (solar_hour - 3) / 24)
+    solar_day = (moment + timedelta(hours=longitude / 15.0)).date().isoformat()
+    weather = 4.0 * _noise(model, round(latitude, 2), round(longitude, 2), solar_day)
+    jitter = 0.8 * _noise(model, round(latitude, 2), round(longitude, 2), moment.strftime("%Y-%m-%dT%H:%M"))
     return round(mean + seasonal + diurnal + weather + jitter, 1)
+
+
+def today(config: dict) -> date:
+    """The day the request is made: the `open_meteo_today` setting, else the real date."""
+    configured = (config or {}).get("open_meteo_today")
+    return date.fromisoformat(configured) if configured else datetime.now(UTC).date()
+
+
+def fixed_offset(zone: ZoneInfo, on: date) -> timedelta:
+    """The one UTC offset a response uses: the zone's offset on the day of the request."""
+    return zone.utcoffset(datetime(on.year, on.month, on.day, 12))
+
+
+def abbreviation(offset: timedelta) -> str:
+    """`GMT`, `GMT-5`, `GMT+5:30`: how recent responses name the fixed offset."""
+    minutes = int(offset.total_seconds()) // 60
+    if minutes == 0:
+        return "GMT"
+    sign = "+" if minutes > 0 else "-"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"GMT{sign}{hours}" + (f":{rest:02d}" if rest else "")
 
 
 def _snap(value: float, step: float) -> float:
@@ -127,8 +166,9 @@ def _handle(request):
     start, end = _date_param(query, "start_date"), _date_param(query, "end_date")
     if end < start:
         raise BadRequest("End-date must be larger or equals than start-date")
+    now_day = today(request.config)
     first_day = ARCHIVE_FIRST_DAY if archive else FORECAST_FIRST_DAY
-    last_day = date.today() + timedelta(days=16)
+    last_day = now_day + timedelta(days=16)
     for value, name in ((start, "start_date"), (end, "end_date")):
         if not first_day <= value <= last_day:
             raise BadRequest(
@@ -139,53 +179,52 @@ def _handle(request):
     if daily and "timezone" not in query:
         raise BadRequest("Timezone is required")
     zone = _timezone(query, latitude, longitude)
+    offset = fixed_offset(zone, now_day)  # ONE offset for the whole answer, whatever the dates
     unixtime = query.get("timeformat", "iso8601") == "unixtime"
     time_unit = "unixtime" if unixtime else "iso8601"
     model = "era5" if archive else "best_match"
     cell_lat, cell_lon = _snap(latitude, 0.1), _snap(longitude, 0.1)
-    first_moment = datetime(start.year, start.month, start.day, tzinfo=zone)
-    offset = int(first_moment.utcoffset().total_seconds())
-    available_until = date.today() - timedelta(days=ARCHIVE_DELAY_DAYS) if archive else last_day
+    # Reanalysis reaches the present with a few days' delay: later hours are null.
+    available_until = (datetime(now_day.year, now_day.month, now_day.day, tzinfo=UTC)
+                       - timedelta(days=ARCHIVE_DELAY_DAYS - 1)) if archive else None
 
     payload = {
         "latitude": cell_lat,
         "longitude": cell_lon,
         "generationtime_ms": 0.0450611114501953,
-        "utc_offset_seconds": offset,
+        "utc_offset_seconds": int(offset.total_seconds()),
         "timezone": zone.key.replace("Etc/", "") if zone.key.startswith("Etc/") else zone.key,
-        "timezone_abbreviation": first_moment.tzname() or "GMT",
+        "timezone_abbreviation": abbreviation(offset),
         "elevation": round(10 + 90 * (_noise("elevation", cell_lat, cell_lon) + 1) / 2, 1),
     }
     days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
 
-    def stamp(moment: datetime, daily_stamp: bool) -> str | int:
-        if unixtime:
-            return int(moment.timestamp())
-        return moment.strftime("%Y-%m-%d" if daily_stamp else "%Y-%m-%dT%H:%M")
+    def instant(day: date, hour: int) -> datetime:
+        """The UTC instant the label `day`T`hour`:00 stands for, at the response's fixed offset."""
+        return datetime(day.year, day.month, day.day, hour, tzinfo=UTC) - offset
+
+    def value(moment: datetime) -> float | None:
+        if available_until is not None and moment >= available_until:
+            return None
+        return temperature(latitude, longitude, moment, model)
 
     if hourly:
-        moments = [datetime(d.year, d.month, d.day, hour, tzinfo=zone) for d in days for hour in range(24)]
-        series = {
-            name: [temperature(latitude, longitude, m, model) if m.date() <= available_until else None for m in moments]
-            for name in hourly
-        }
+        labels = [(d, hour) for d in days for hour in range(24)]
+        moments = [instant(d, hour) for d, hour in labels]
+        times = ([int(m.timestamp()) for m in moments] if unixtime
+                 else [f"{d.isoformat()}T{hour:02d}:00" for d, hour in labels])
         payload["hourly_units"] = {"time": time_unit, **{n: HOURLY_VARIABLES[n] for n in hourly}}
-        payload["hourly"] = {"time": [stamp(m, False) for m in moments], **series}
+        payload["hourly"] = {"time": times, **{name: [value(m) for m in moments] for name in hourly}}
     if daily:
-        per_day = {
-            d: [temperature(latitude, longitude, datetime(d.year, d.month, d.day, h, tzinfo=zone), model)
-                for h in range(24)]
-            for d in days
-        }
+        # Aggregates over the 24 hours of each day as the response labels it (fixed offset).
+        per_day = {d: [value(instant(d, h)) for h in range(24)] for d in days}
         series = {}
         for name in daily:
             pick = max if name.endswith("_max") else min
-            series[name] = [pick(per_day[d]) if d <= available_until else None for d in days]
+            series[name] = [None if None in per_day[d] else pick(per_day[d]) for d in days]
+        times = [int(instant(d, 0).timestamp()) for d in days] if unixtime else [d.isoformat() for d in days]
         payload["daily_units"] = {"time": time_unit, **{n: DAILY_VARIABLES[n] for n in daily}}
-        payload["daily"] = {
-            "time": [stamp(datetime(d.year, d.month, d.day, tzinfo=zone), True) for d in days],
-            **series,
-        }
+        payload["daily"] = {"time": times, **series}
     _apply_data_fault(payload, request.fault)
     return _response().json(200, payload)
 

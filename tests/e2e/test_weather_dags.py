@@ -50,8 +50,9 @@ def test_local_dag_writes_a_year_of_clipped_hourly_rows(dagbag, standin, dag_id)
     path = _local_csv(dag_id, "20250301T000000")
     rows = _parse_csv(path.read_bytes())
     assert len(rows) == 8760
-    assert list(rows[0]) == ["time", "temperature"]
-    assert rows[0]["time"] == "2025-01-01T00:00" and rows[-1]["time"] == "2025-12-31T23:00"
+    assert list(rows[0]) == ["time", "time_utc", "temperature"]
+    assert rows[0]["time"] == "2025-01-01T00:00-05:00" and rows[-1]["time"] == "2025-12-31T23:00-05:00"
+    assert rows[0]["time_utc"] == "2025-01-01T05:00+00:00"
     temperatures = [float(r["temperature"]) for r in rows]
     assert all(-20.0 <= t <= 50.0 for t in temperatures)
     assert not list(path.parent.glob(".*.tmp")), "temp files left behind"
@@ -74,6 +75,7 @@ def test_params_choose_place_and_dates_and_extremes_are_clipped(dagbag, standin)
     conf = {"latitude": 82.5, "longitude": -62.3, "start_date": "2025-01-01", "end_date": "2025-01-31",
             "timezone": "GMT"}
     raw = fetch_hourly_temperatures(82.5, -62.3, "2025-01-01", "2025-01-31", "GMT")
+    assert raw["time"][0] == "2025-01-01T00:00+00:00"
     assert min(raw["temperature"]) < -20.0, "precondition: the raw data needs values to clip"
 
     run, states = _run(_dag(dagbag, "weather_data_taskflow_api"), datetime(2025, 3, 3, tzinfo=UTC), conf)
@@ -85,6 +87,56 @@ def test_params_choose_place_and_dates_and_extremes_are_clipped(dagbag, standin)
     assert min(temperatures) == -20.0
     expected = [max(-20.0, min(50.0, t)) for t in raw["temperature"]]
     assert temperatures == expected
+
+
+def _independent_new_york_year(stack) -> dict[str, float]:
+    """{UTC hour: value} of 2025's New York hours, asked of the stand-in in GMT by plain HTTP -
+    built without the project's client."""
+    import json
+    import urllib.request
+
+    url = (f"{stack.standin_url}/v1/archive?latitude=40.7143&longitude=-74.006&start_date=2025-01-01"
+           "&end_date=2026-01-01&hourly=temperature_2m&timezone=GMT")
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        body = json.load(resp)
+    assert body["utc_offset_seconds"] == 0
+    return dict(zip(body["hourly"]["time"], body["hourly"]["temperature_2m"], strict=True))
+
+
+def test_csv_is_the_same_whenever_it_is_fetched_and_each_hour_holds_its_own_value(dagbag, standin, stack):
+    """Open-Meteo labels a whole answer with the offset of the day of the request (open-meteo
+    #1255): the old CSV held 17:00 UTC under "2025-07-01T12:00" when fetched in winter and 16:00
+    UTC when fetched in summer. Fetched on a winter day and on a summer day, the file must be
+    byte-identical, every hour of 2025 in New York present once, each with its own UTC hour's value."""
+    dag = _dag(dagbag, "weather_data_s3")
+    key = "hourly_temperature/20250701T000000.csv"
+    standin.configure(open_meteo_today="2026-01-20")
+    run, states = _run(dag, datetime(2025, 7, 1, tzinfo=UTC))
+    assert run.state == "success", states
+    winter = stack.get_object("weather-data", key)
+    standin.configure(open_meteo_today="2026-07-20")
+    run, states = _run(dag, datetime(2025, 7, 1, tzinfo=UTC))
+    assert run.state == "success", states
+    summer = stack.get_object("weather-data", key)
+
+    assert winter == summer
+    rows = _parse_csv(summer)
+    assert len(rows) == 8760 and len({r["time_utc"] for r in rows}) == 8760
+    truth = _independent_new_york_year(stack)
+    from zoneinfo import ZoneInfo
+
+    new_york = ZoneInfo("America/New_York")
+    for row in rows:
+        moment = datetime.fromisoformat(row["time_utc"])
+        local = datetime.fromisoformat(row["time"])
+        assert local == moment and local.utcoffset() == moment.astimezone(new_york).utcoffset()
+        assert float(row["temperature"]) == max(-20.0, min(50.0, truth[moment.strftime("%Y-%m-%dT%H:%M")]))
+    noon = next(r for r in rows if r["time"] == "2025-07-01T12:00-04:00")
+    assert noon["time_utc"] == "2025-07-01T16:00+00:00"
+    days = {}
+    for row in rows:
+        days[row["time"][:10]] = days.get(row["time"][:10], 0) + 1
+    assert days["2025-03-09"] == 23 and days["2025-11-02"] == 25 and len(days) == 365
 
 
 def test_s3_dag_writes_object_keyed_by_logical_date(dagbag, standin, stack):
