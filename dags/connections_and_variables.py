@@ -1,18 +1,18 @@
 """Like scheduling_with_venvs, but the key comes from an Airflow variable passed into the isolated
 task, and the rate goes into Postgres with PostgresHook (lab 12, exercise 5)."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from airflow.sdk import dag, task
 
 from include.dag_defaults import DEFAULT_ARGS
-from include.twelvedata import USER_MACROS, exchange_rate_venv_operator
+from include.twelvedata import USER_MACROS, exchange_rate_venv_operator, forex_minutes_timetable
 from include.warehouse import upsert_exchange_rate
 
 
 @dag(
     dag_id="connections_and_variables",
-    schedule=timedelta(minutes=1),
+    schedule=forex_minutes_timetable(),  # every minute the forex market is open (New York time)
     start_date=datetime(2025, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=3,
@@ -23,7 +23,8 @@ from include.warehouse import upsert_exchange_rate
 ### Connections and variables
 The key is read from the Airflow variable `TWELVEDATA_API_KEY` (masked in logs and rendered
 fields) and passed as a parameter into the virtualenv task, which cannot read Airflow's
-configuration itself. The rate is upserted into `exchange_rates` in `warehouse_db` on
+configuration itself. Scheduled every minute the forex market is open; a minute without a rate
+skips the fetch and the load. The rate is upserted into `exchange_rates` in `warehouse_db` on
 (`symbol`, `rate_at` = the run's logical date): a re-run rewrites its row, never adds one.
 """,
 )

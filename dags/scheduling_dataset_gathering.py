@@ -1,6 +1,6 @@
 """USD/EUR from TwelveData every minute, one JSON record per run in S3 (lab 12, scheduling)."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from airflow.sdk import Variable, dag, task
 from airflow.sdk.log import mask_secret
@@ -15,13 +15,14 @@ from include.twelvedata import (
     SYMBOL,
     TwelveDataRetryPolicy,
     fetch_exchange_rate,
+    forex_minutes_timetable,
     write_record_to_s3,
 )
 
 
 @dag(
     dag_id="scheduling_dataset_gathering",
-    schedule=timedelta(minutes=1),
+    schedule=forex_minutes_timetable(),  # every minute the forex market is open (New York time)
     start_date=datetime(2025, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=3,
@@ -29,11 +30,15 @@ from include.twelvedata import (
     tags=["exchange-rates", "twelvedata", "s3", "lab12"],
     doc_md="""
 ### Exchange rate every minute
-Each run asks TwelveData (`twelvedata` connection, key from the `TWELVEDATA_API_KEY` variable)
-for the USD/EUR rate at the run's logical date and stores it as one JSON object:
-`s3://market-data/scheduling_dataset_gathering/USD_EUR/<logical date>.json`. The `twelvedata_api`
-pool caps concurrent calls (free plan: 8 credits a minute); running out of credits is retried
-with exponential backoff, any other API error fails at once with the API's message.
+Runs every minute the forex market is open - Sunday 17:00 to Friday 17:00 New York time, DST
+included; a weekend creates no runs. Each run asks TwelveData (`twelvedata` connection, key from
+the `TWELVEDATA_API_KEY` variable) for the USD/EUR rate at the run's logical date and stores it as
+one JSON object: `s3://market-data/scheduling_dataset_gathering/USD_EUR/<logical date>.json`.
+A minute TwelveData has no rate for ("No data is available", or only a quote older than 15
+minutes: a manual run on a weekend, a holiday) skips the run's tasks, with the reason in the log,
+and stores nothing. The `twelvedata_api` pool caps concurrent calls (free plan: 8 credits a
+minute); running out of credits is retried with exponential backoff, any other API error fails at
+once with the API's message.
 """,
 )
 def scheduling_dataset_gathering():

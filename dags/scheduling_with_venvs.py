@@ -1,17 +1,17 @@
 """The TwelveData fetch inside a PythonVirtualenvOperator that installs `twelvedata` itself
 (lab 12, exercise 3): the worker image needs no TwelveData client."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from airflow.sdk import dag, task
 
 from include.dag_defaults import DEFAULT_ARGS
-from include.twelvedata import USER_MACROS, exchange_rate_venv_operator, write_record_to_s3
+from include.twelvedata import USER_MACROS, exchange_rate_venv_operator, forex_minutes_timetable, write_record_to_s3
 
 
 @dag(
     dag_id="scheduling_with_venvs",
-    schedule=timedelta(minutes=1),
+    schedule=forex_minutes_timetable(),  # every minute the forex market is open (New York time)
     start_date=datetime(2025, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=3,
@@ -20,9 +20,11 @@ from include.twelvedata import USER_MACROS, exchange_rate_venv_operator, write_r
     tags=["exchange-rates", "twelvedata", "virtualenv", "lab12"],
     doc_md="""
 ### Exchange rate in a virtualenv
+Every minute the forex market is open (Sunday 17:00 to Friday 17:00 New York time); a minute
+without a rate exits the venv with code 99, which skips the task (nothing stored).
 `extract_exchange_rate` runs in a virtualenv built with uv that installs `twelvedata` (cached in
-`$AIRFLOW_HOME/venv-cache` between runs), serialised with cloudpickle; only the run's data
-interval start goes in. The key comes from the `TWELVEDATA_API_KEY` environment variable of the
+`$AIRFLOW_HOME/venv-cache` between runs), serialised with cloudpickle; only the run's logical
+date goes in. The key comes from the `TWELVEDATA_API_KEY` environment variable of the
 workers. The record lands in `s3://market-data/scheduling_with_venvs/USD_EUR/<logical date>.json`.
 """,
 )

@@ -8,6 +8,14 @@ Failure policy (free plan: 8 credits a minute): a 429 "out of API credits" and 5
 errors are retried with exponential backoff; any other error (bad key, unknown symbol, bad
 request, empty or malformed answer) fails the task at once with the API's message. The API key
 never appears in messages: request URLs carry it, so errors are re-worded without them.
+
+Closed markets. Forex trades from Sunday 17:00 to Friday 17:00 New York time (22:00 UTC in
+winter, 21:00 UTC in summer). The every-minute DAGs are scheduled only in those hours
+(`forex_minutes_timetable`), so a weekend creates no runs at all. A minute that still has no rate
+(a manual run on a Saturday, a holiday, a quiet feed) is a visible skip, never a failure, a retry
+or a record: TwelveData answers "No data is available on the specified dates" (code 400, possibly
+with HTTP 200), or a rate whose own timestamp is far older than the minute asked for - and a
+record must not claim a time it does not have.
 """
 
 from __future__ import annotations
@@ -31,6 +39,16 @@ RATE_LIMITED = "TwelveData rate limit"
 UNAVAILABLE = "TwelveData unavailable"
 REJECTED = "TwelveData rejected the request"
 KEY_MISSING = "TwelveData API key missing"
+NO_RATE = "TwelveData has no rate"
+# Exit code of the virtualenv task for "no rate for this minute": PythonVirtualenvOperator's
+# skip_on_exit_code turns it into a skipped task (the reason is in the task log).
+NO_RATE_EXIT_CODE = 99
+# Forex hours in New York time, DST-aware: Mon-Thu all day, Friday until 16:59, Sunday from 17:00
+# (the FX week: FXCM's API team, fxcm/RestAPI#166 - "opens on Sundays between 5:00 PM ET and 5:15
+# PM ET and closes on Fridays around 4:55 PM ET"; twelvedata-python#47 shows TwelveData's first
+# bar of the week at Sunday 22:00 UTC in winter).
+FOREX_CRONS = ("* * * * 1-4", "* 0-16 * * 5", "* 17-23 * * 0")
+FOREX_TIMEZONE = "America/New_York"
 
 
 class TwelveDataError(RuntimeError):
@@ -45,16 +63,29 @@ class TwelveDataRejected(TwelveDataError, AirflowFailException):
     """Wrong key, unknown symbol, bad request, empty or malformed answer: fails at once."""
 
 
-def fetch_exchange_rate_isolated(symbol: str, at: str, base_url: str, apikey: str | None = None) -> dict:
-    """The exchange rate of `symbol` at `at` (ISO 8601; the run's data interval start) as a
-    JSON-ready record. Without `apikey`, the TWELVEDATA_API_KEY environment variable is used.
+def forex_minutes_timetable():
+    """Every minute the forex market is open, and no other (see the module docstring)."""
+    from airflow.sdk import MultipleCronTriggerTimetable  # noqa: PLC0415
+
+    return MultipleCronTriggerTimetable(*FOREX_CRONS, timezone=FOREX_TIMEZONE)
+
+
+def fetch_exchange_rate_isolated(symbol: str, at: str, base_url: str, apikey: str | None = None,
+                                 no_rate_exit_code: int | None = None, max_quote_age_s: int = 15 * 60) -> dict:
+    """The exchange rate of `symbol` at `at` (ISO 8601; the run's logical date) as a JSON-ready
+    record. Without `apikey`, the TWELVEDATA_API_KEY environment variable is used.
 
     Self-contained: runs as is inside a PythonVirtualenvOperator whose venv has `twelvedata`.
-    Raises RuntimeError whose message starts with one of the module's prefixes.
+    Raises RuntimeError whose message starts with one of the module's prefixes. When TwelveData
+    has no rate for that minute (closed market) it raises one starting "TwelveData has no rate" -
+    or, with `no_rate_exit_code`, prints that message and exits the process with that code.
+    A rate whose own timestamp is more than `max_quote_age_s` older than `at` is not the rate "at"
+    that minute (closed market, silent feed): no rate either, never a record under a false time.
     """
     import json  # noqa: PLC0415 - everything is imported here: this function runs in a bare venv
     import os  # noqa: PLC0415
     import re  # noqa: PLC0415
+    import sys  # noqa: PLC0415
     from datetime import UTC, datetime  # noqa: PLC0415
 
     import requests  # noqa: PLC0415
@@ -85,15 +116,26 @@ def fetch_exchange_rate_isolated(symbol: str, at: str, base_url: str, apikey: st
         except (ValueError, AttributeError):
             return text
 
+    def no_rate(reason: str):
+        message = f"TwelveData has no rate for {symbol} at {date} UTC: {reason}"
+        if no_rate_exit_code is not None:
+            print(message, file=sys.stderr, flush=True)
+            sys.exit(no_rate_exit_code)
+        raise RuntimeError(message)
+
     moment = datetime.fromisoformat(at).astimezone(UTC)
-    date = moment.strftime("%Y-%m-%d %H:%M:%S")
+    # One of the two documented formats (twelvedata.com/docs, exchange rate: `2006-01-02` or
+    # `2006-01-02T15:04:05`), in the timezone named by `timezone`.
+    date = moment.strftime("%Y-%m-%dT%H:%M:%S")
     failure: str | None = None
     try:
         client = TDClient(apikey=apikey, base_url=base_url.rstrip("/"))
         payload = client.exchange_rate(symbol=symbol, date=date, timezone="UTC").as_json()
     except TwelveDataError as exc:
         message = scrub(api_message(str(exc)))
-        if isinstance(exc, InternalServerError):
+        if "No data is available" in message:
+            failure = "no rate: " + message
+        elif isinstance(exc, InternalServerError):
             failure = f"TwelveData unavailable ({type(exc).__name__}): {message}"
         elif "API credits" in message:
             failure = f"TwelveData rate limit: {message}"
@@ -103,6 +145,8 @@ def fetch_exchange_rate_isolated(symbol: str, at: str, base_url: str, apikey: st
         failure = f"TwelveData rejected the request: malformed JSON answer ({scrub(str(exc))})"
     except requests.RequestException as exc:
         failure = f"TwelveData unavailable: {type(exc).__name__}: {scrub(str(exc))}"
+    if failure and failure.startswith("no rate: "):
+        no_rate(failure.removeprefix("no rate: ") + " (the forex market is closed then, or the feed had no quote)")
     if failure:
         raise RuntimeError(failure)  # raised outside `except`: no chained traceback carrying the key's URL
 
@@ -113,6 +157,12 @@ def fetch_exchange_rate_isolated(symbol: str, at: str, base_url: str, apikey: st
         raise RuntimeError(
             f"TwelveData rejected the request: answer without a valid rate: {scrub(json.dumps(payload))}"
         )
+    quoted = payload.get("timestamp")
+    stale = isinstance(quoted, (int, float)) and not isinstance(quoted, bool) and \
+        moment.timestamp() - quoted > max_quote_age_s
+    if stale:
+        no_rate(f"its newest rate is from {datetime.fromtimestamp(quoted, UTC).isoformat()}, more than "
+                f"{max_quote_age_s // 60} minutes earlier (market closed or feed silent): not stored as this minute's")
     return {
         "symbol": payload.get("symbol", symbol),
         "rate": float(rate),
@@ -122,11 +172,16 @@ def fetch_exchange_rate_isolated(symbol: str, at: str, base_url: str, apikey: st
 
 
 def fetch_exchange_rate(symbol: str, at: str, base_url: str, apikey: str) -> dict:
-    """fetch_exchange_rate_isolated in Airflow's interpreter, its failures as typed exceptions."""
+    """fetch_exchange_rate_isolated in Airflow's interpreter, its failures as typed exceptions;
+    a minute without a rate skips the task."""
     try:
         return fetch_exchange_rate_isolated(symbol, at, base_url, apikey)
     except RuntimeError as exc:
         message = str(exc)
+    if message.startswith(NO_RATE):
+        from airflow.sdk.exceptions import AirflowSkipException  # noqa: PLC0415
+
+        raise AirflowSkipException(message)
     if message.startswith((RATE_LIMITED, UNAVAILABLE)):
         raise TwelveDataRetryable(message)
     raise TwelveDataRejected(message)
@@ -165,16 +220,18 @@ def venv_cache_dir() -> str:
 
 def exchange_rate_venv_operator(task_id: str = "extract_exchange_rate", apikey_template: str | None = None):
     """PythonVirtualenvOperator running fetch_exchange_rate_isolated in a cached venv that installs
-    `twelvedata` itself. Only the data interval start crosses into the venv (as ISO text, so the
+    `twelvedata` itself. Only the run's logical date crosses into the venv (as ISO text, so the
     venv needs no pendulum), plus the base URL of the `twelvedata` connection and, when
     `apikey_template` is given, the key (else the venv reads TWELVEDATA_API_KEY from its env).
+    A minute without a rate exits with NO_RATE_EXIT_CODE, which skips the task.
     Use inside a DAG whose user_defined_macros include twelvedata_base_url (see USER_MACROS)."""
     from airflow.providers.standard.operators.python import PythonVirtualenvOperator  # noqa: PLC0415
 
     op_kwargs = {
         "symbol": SYMBOL,
-        "at": "{{ (dag_run.data_interval_start or dag_run.run_after).isoformat() }}",
+        "at": "{{ (dag_run.logical_date or dag_run.run_after).isoformat() }}",
         "base_url": "{{ twelvedata_base_url() }}",
+        "no_rate_exit_code": NO_RATE_EXIT_CODE,
     }
     if apikey_template is not None:
         op_kwargs["apikey"] = apikey_template
@@ -186,6 +243,7 @@ def exchange_rate_venv_operator(task_id: str = "extract_exchange_rate", apikey_t
         system_site_packages=False,
         venv_cache_path=venv_cache_dir(),
         op_kwargs=op_kwargs,
+        skip_on_exit_code=NO_RATE_EXIT_CODE,
         pool=POOL,
         retries=4,
         retry_policy=TwelveDataRetryPolicy(),

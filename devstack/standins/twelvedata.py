@@ -11,6 +11,16 @@
   code or is 200 (the real API has done both) is the `twelvedata_error_http_status` setting
   (`match` | `200`); faults `http_<code>` force the matching status and `body_<code>` HTTP 200.
 - Values are deterministic: the same symbol and minute always give the same rate.
+- `date` (and `start_date`/`end_date`) take the documented formats only - `2006-01-02` or
+  `2006-01-02T15:04:05` (twelvedata.com/docs, exchange rate) - in the zone named by `timezone`;
+  anything else is a 400, so a client relying on an undocumented format is caught here.
+- Market hours: forex trades from Sunday 17:00 to Friday 17:00 New York time (DST-aware: 22:00
+  UTC in winter, 21:00 in summer; the FX week as FXCM's API team states it in fxcm/RestAPI#166,
+  and TwelveData's first weekly bar at Sunday 22:00 UTC in twelvedata-python#47). A date when it
+  is closed gets `{"code": 400, "message": "No data is available on the specified dates. Try
+  setting different start/end dates.", "status": "error"}` - with HTTP 200 by default, setting
+  `twelvedata_no_data_http_status` (`200` | `match`): the real API has been seen to answer errors
+  both ways. `/time_series` leaves closed minutes out, as the real series do.
 """
 
 from __future__ import annotations
@@ -25,7 +35,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 NAME = "twelvedata"
 PREFIXES = ("/exchange_rate", "/time_series", "/technical_indicators")
-DEFAULT_CONFIG = {"twelvedata_credits_per_minute": 8, "twelvedata_error_http_status": "match"}
+DEFAULT_CONFIG = {"twelvedata_credits_per_minute": 8, "twelvedata_error_http_status": "match",
+                  "twelvedata_no_data_http_status": "200"}
+NO_DATA = "No data is available on the specified dates. Try setting different start/end dates."
+NEW_YORK = ZoneInfo("America/New_York")
 
 # Base rates (quote currency per unit of base) around which the deterministic series move.
 PAIRS = {
@@ -56,10 +69,24 @@ _lock = threading.Lock()
 
 
 class ApiError(Exception):
-    def __init__(self, code: int, message: str):
+    def __init__(self, code: int, message: str, http_status_mode: str | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.http_status_mode = http_status_mode  # None: the `twelvedata_error_http_status` setting
+
+
+def market_open(moment: datetime) -> bool:
+    """Forex hours: closed from Friday 17:00 to Sunday 17:00, New York time."""
+    local = moment.astimezone(NEW_YORK)
+    weekday = local.weekday()  # Monday 0 ... Sunday 6
+    if weekday == 5:
+        return False
+    if weekday == 4:
+        return local.hour < 17
+    if weekday == 6:
+        return local.hour >= 17
+    return True
 
 
 def _response():
@@ -134,17 +161,13 @@ def _zone(query: dict) -> ZoneInfo:
 
 
 def _moment(value: str, zone: ZoneInfo, name: str) -> datetime:
-    text = value.strip().replace("T", " ")
-    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+    for fmt in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"):
         try:
-            return datetime.strptime(text, fmt).replace(tzinfo=zone)
+            return datetime.strptime(value.strip(), fmt).replace(tzinfo=zone)
         except ValueError:
             continue
-    try:  # ISO 8601 with an offset, e.g. 2025-01-01T12:00:00+00:00
-        parsed = datetime.fromisoformat(value.strip())
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)
-    except ValueError:
-        raise ApiError(400, f"**{name}** parameter is invalid: {value}. Use the format YYYY-MM-DD HH:MM:SS") from None
+    raise ApiError(400, f"**{name}** parameter is invalid: {value}. Supported formats: 2006-01-02 or "
+                        "2006-01-02T15:04:05")
 
 
 def handle(request):
@@ -163,7 +186,7 @@ def handle(request):
         else:
             payload = _time_series(request, key)
     except ApiError as exc:
-        return _error_response(exc.code, exc.message, "200" if forced is not None else mode)
+        return _error_response(exc.code, exc.message, "200" if forced is not None else exc.http_status_mode or mode)
     if request.fault == "empty":
         payload = {}
     return _response().json(200, payload)
@@ -178,6 +201,8 @@ def _exchange_rate(request, key: str) -> dict:
     if moment.astimezone(UTC) > datetime.now(UTC) + timedelta(minutes=1):
         raise ApiError(400, f"**date** parameter is in the future: {query['date']}")
     moment = moment.astimezone(UTC).replace(second=0, microsecond=0)
+    if not market_open(moment):
+        raise ApiError(400, NO_DATA, request.config.get("twelvedata_no_data_http_status", "200"))
     return {"symbol": symbol, "rate": rate_at(symbol, moment), "timestamp": int(moment.timestamp())}
 
 
@@ -203,6 +228,9 @@ def _time_series(request, key: str) -> dict:
     epoch = end_epoch
     while len(values) < outputsize and (start_epoch is None or epoch >= start_epoch):
         opened = datetime.fromtimestamp(epoch, UTC)
+        if step < 86400 and not market_open(opened):
+            epoch -= step
+            continue
         closed = datetime.fromtimestamp(epoch + step - 60, UTC)
         prices = [rate_at(symbol, opened), rate_at(symbol, closed),
                   rate_at(symbol, opened + timedelta(seconds=step // 2))]
@@ -214,7 +242,7 @@ def _time_series(request, key: str) -> dict:
         })
         epoch -= step
     if not values:
-        raise ApiError(400, "No data is available on the specified dates. Try setting different start/end dates.")
+        raise ApiError(400, NO_DATA, request.config.get("twelvedata_no_data_http_status", "200"))
     base, quote = PAIRS[symbol][1:]
     return {
         "meta": {"symbol": symbol, "interval": interval, "currency_base": base, "currency_quote": quote,

@@ -70,7 +70,7 @@ def test_each_run_stores_the_rate_at_its_logical_date(dagbag, standin, stack, ca
     assert record == {"symbol": "USD/EUR", "rate": rate_at("USD/EUR", when), "timestamp": int(when.timestamp()),
                       "rate_at": "2025-03-10T12:34:00+00:00"}
     (request,) = [r for r in standin.requests_seen() if r["path"] == "/exchange_rate"]
-    assert request["query"]["date"] == "2025-03-10 12:34:00"
+    assert request["query"]["date"] == "2025-03-10T12:34:00"  # a documented format
     assert request["query"]["apikey"] == TEST_TWELVEDATA_KEY
     # The key from the variable appears in no task log line, XCom or rendered field.
     assert TEST_TWELVEDATA_KEY not in capfd.readouterr().out
@@ -137,6 +137,71 @@ def test_fetch_task_uses_the_capped_pool(dagbag):
     assert Pool.get_pool("twelvedata_api").slots == 1
 
 
+# -- closed markets ---------------------------------------------------------------------------
+
+SATURDAY = datetime(2025, 3, 15, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("http_status", ["200", "match"])
+def test_a_closed_market_minute_is_a_visible_skip_that_stores_nothing(dagbag, standin, stack, capfd, http_status):
+    """TwelveData answers "No data is available on the specified dates" (code 400, with HTTP 200 or
+    400) for a minute the forex market is closed: the run is skipped - not failed, not retried, no
+    record claiming that time."""
+    standin.configure(twelvedata_no_data_http_status=http_status)
+    before = stack.list_keys("market-data")
+
+    run, states = _run(_dag(dagbag, "scheduling_dataset_gathering", fast_retries=True), SATURDAY)
+
+    assert run.state == "success"
+    assert states == {"extract_exchange_rate": "skipped", "load_record_to_s3": "skipped"}
+    assert run.get_task_instance("extract_exchange_rate").try_number == 1
+    out = capfd.readouterr().out
+    assert "TwelveData has no rate for USD/EUR at 2025-03-15T12:00:00 UTC: No data is available" in out
+    assert stack.list_keys("market-data") == before
+
+
+@pytest.mark.parametrize("dag_id", ["scheduling_with_venvs", "connections_and_variables"])
+def test_the_virtualenv_tasks_skip_a_closed_market_minute_too(dagbag, standin, stack, capfd, caplog, dag_id):
+    before = stack.list_keys("market-data")
+
+    run, states = _run(_dag(dagbag, dag_id, fast_retries=True), SATURDAY)
+
+    assert run.state == "success"
+    assert set(states.values()) == {"skipped"}, states
+    assert run.get_task_instance("extract_exchange_rate").try_number == 1
+    # The venv's stderr line, relayed into the task log: the reason is visible.
+    assert "TwelveData has no rate for USD/EUR at 2025-03-15T12:00:00 UTC" in capfd.readouterr().out + caplog.text
+    assert stack.list_keys("market-data") == before
+    if _warehouse().get_first("SELECT to_regclass('exchange_rates') IS NOT NULL")[0]:
+        assert _warehouse().get_records("SELECT 1 FROM exchange_rates WHERE rate_at = %s", [SATURDAY]) == []
+
+
+def _scheduled_minutes(dagbag, dag_id, start, end) -> list[datetime]:
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dagbag.get_dag(dag_id)))
+    return [info.logical_date for info in dag.iter_dagrun_infos_between(start, end)]
+
+
+@pytest.mark.parametrize("dag_id", ["scheduling_dataset_gathering", "scheduling_with_venvs",
+                                    "connections_and_variables"])
+def test_no_run_is_scheduled_while_the_market_is_closed(dagbag, dag_id):
+    """Friday 17:00 to Sunday 17:00 New York time, DST-aware: the weekend of 2025-03-08 closes at
+    22:00 UTC (EST) and reopens at 21:00 UTC (EDT began on Sunday 2 am); a winter weekend reopens
+    at 22:00 UTC. Every open minute in between has its run."""
+    week = _scheduled_minutes(dagbag, dag_id, datetime(2025, 3, 7, 21, 58, tzinfo=UTC),
+                              datetime(2025, 3, 9, 21, 1, tzinfo=UTC))
+    assert week == [datetime(2025, 3, 7, 21, 58, tzinfo=UTC), datetime(2025, 3, 7, 21, 59, tzinfo=UTC),
+                    datetime(2025, 3, 9, 21, 0, tzinfo=UTC), datetime(2025, 3, 9, 21, 1, tzinfo=UTC)]
+    winter = _scheduled_minutes(dagbag, dag_id, datetime(2025, 1, 10, 21, 0, tzinfo=UTC),
+                                datetime(2025, 1, 12, 23, 0, tzinfo=UTC))
+    assert winter[59] == datetime(2025, 1, 10, 21, 59, tzinfo=UTC) and winter[60] == datetime(2025, 1, 12, 22, 0,
+                                                                                               tzinfo=UTC)
+    assert len(winter) == 60 + 61
+    weekday = _scheduled_minutes(dagbag, dag_id, datetime(2025, 3, 11, tzinfo=UTC), datetime(2025, 3, 12, tzinfo=UTC))
+    assert len(weekday) == 24 * 60 + 1  # every minute of a Tuesday, both ends included
+
+
 # -- backfilling_dataset_gathering ------------------------------------------------------------
 
 
@@ -194,7 +259,7 @@ def test_venv_task_fails_at_once_on_a_bad_key(dagbag, standin, stack):
 def test_venv_task_retries_when_out_of_credits(dagbag, standin, stack):
     standin.inject_fault("/exchange_rate", "http_429", times=1)
 
-    run, states = _run(_dag(dagbag, "scheduling_with_venvs", fast_retries=True), datetime(2025, 3, 22, tzinfo=UTC))
+    run, states = _run(_dag(dagbag, "scheduling_with_venvs", fast_retries=True), datetime(2025, 3, 19, tzinfo=UTC))
 
     assert run.state == "success", states
     assert run.get_task_instance("extract_exchange_rate").try_number == 2
@@ -202,7 +267,7 @@ def test_venv_task_retries_when_out_of_credits(dagbag, standin, stack):
 
 def test_rate_is_upserted_into_exchange_rates_and_the_key_never_shows(dagbag, standin, stack, capfd):
     dag = _dag(dagbag, "connections_and_variables")
-    when = datetime(2025, 3, 23, 7, 15, tzinfo=UTC)
+    when = datetime(2025, 3, 18, 7, 15, tzinfo=UTC)
     standin.forget_requests()
 
     run, states = _run(dag, when)

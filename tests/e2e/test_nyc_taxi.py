@@ -156,7 +156,7 @@ def test_two_first_loads_at_once_both_succeed(dagbag, tlc):
         _pg().run("DROP TABLE IF EXISTS yellow_taxi_trips CASCADE")
         barrier = threading.Barrier(2)
 
-        def load(month):
+        def load(month, barrier=barrier):
             barrier.wait()
             return load_month(month)
 

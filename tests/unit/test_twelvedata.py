@@ -40,7 +40,7 @@ def test_request_sends_symbol_utc_date_and_key(standin):
 
     (request,) = [r for r in standin.requests_seen() if r["path"] == "/exchange_rate"]
     assert request["query"]["symbol"] == "USD/EUR"
-    assert request["query"]["date"] == "2025-03-10 12:34:00"
+    assert request["query"]["date"] == "2025-03-10T12:34:00"  # documented: 2006-01-02T15:04:05
     assert request["query"]["timezone"] == "UTC"
     assert request["query"]["apikey"] == KEY
 
@@ -54,7 +54,7 @@ def test_request_sends_symbol_utc_date_and_key(standin):
         ("body_400", "**symbol** parameter is missing or invalid"),
         ("http_404", "**symbol** not found"),
         ("body_404", "**symbol** not found"),
-        ("empty", "empty answer for USD/EUR at 2025-03-10 12:34:56 UTC"),
+        ("empty", "empty answer for USD/EUR at 2025-03-10T12:34:56 UTC"),
         ("truncated", "malformed JSON answer"),
     ],
 )
@@ -84,6 +84,71 @@ def test_rate_limits_and_outages_are_retryable(standin, fault, message):
         _fetch(standin)
 
     assert KEY not in str(raised.value)
+
+
+def test_the_standin_takes_only_the_documented_date_formats(standin):
+    """twelvedata.com/docs (exchange rate): `2006-01-02` or `2006-01-02T15:04:05`."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    def ask(date):
+        url = f"{standin.standin_url}/exchange_rate?symbol=USD/EUR&timezone=UTC&apikey={KEY}&date={date}"
+        try:
+            with urllib.request.urlopen(url.replace(" ", "%20"), timeout=5) as resp:
+                return json.load(resp)
+        except urllib.error.HTTPError as err:
+            return json.load(err)
+
+    assert "rate" in ask("2025-03-10T12:34:00") and "rate" in ask("2025-03-10")
+    assert ask("2025-03-10 12:34:00")["code"] == 400  # what the pipeline used to send
+
+
+@pytest.mark.parametrize("http_status", ["200", "match"])
+def test_a_closed_market_minute_skips_instead_of_failing(standin, http_status):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    standin.configure(twelvedata_no_data_http_status=http_status)
+    with pytest.raises(AirflowSkipException, match="No data is available on the specified dates") as raised:
+        _fetch(standin, at="2025-03-15T12:00:00+00:00")  # a Saturday
+    assert "TwelveData has no rate for USD/EUR at 2025-03-15T12:00:00 UTC" in str(raised.value)
+
+
+@pytest.mark.parametrize(("at", "open_"), [
+    ("2025-03-14T20:59:00+00:00", True),   # Friday 16:59 in New York (EDT)
+    ("2025-03-14T21:00:00+00:00", False),  # Friday 17:00: closed for the weekend
+    ("2025-03-16T20:59:00+00:00", False),  # Sunday 16:59
+    ("2025-03-16T21:00:00+00:00", True),   # Sunday 17:00: the FX week opens
+    ("2025-01-10T21:59:00+00:00", True),   # Friday 16:59 EST
+    ("2025-01-10T22:00:00+00:00", False),
+])
+def test_the_standin_keeps_new_york_forex_hours(at, open_):
+    from datetime import datetime
+
+    from devstack.standins.twelvedata import market_open
+
+    assert market_open(datetime.fromisoformat(at)) is open_
+
+
+def test_a_stale_quote_is_no_rate_for_the_minute(standin, monkeypatch):
+    """Should TwelveData answer a closed minute with its last rate and that rate's own timestamp,
+    the record would claim a time it does not have: skipped as well."""
+    import json as json_module
+
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    friday_close = 1742590740  # 2025-03-21T20:59:00Z
+    real_loads = json_module.loads
+
+    def last_rate(text, *args, **kwargs):
+        payload = real_loads(text, *args, **kwargs)
+        if isinstance(payload, dict) and "rate" in payload:
+            payload["timestamp"] = friday_close
+        return payload
+
+    monkeypatch.setattr("requests.models.complexjson.loads", last_rate)
+    with pytest.raises(AirflowSkipException, match="its newest rate is from 2025-03-21T20:59:00"):
+        _fetch(standin, at="2025-03-24T08:00:00+00:00")
 
 
 def test_unknown_symbol_and_invalid_key_from_the_real_checks(standin):
