@@ -13,9 +13,10 @@ from include.strava import (
     SECRET_VARIABLE,
     StravaRetryPolicy,
     fetch_activities,
-    interval_bounds,
     read_raw_activities,
+    read_watermark,
     redis_client,
+    sync_window,
     upsert_activities,
     validate_activities,
     write_raw_activities,
@@ -30,25 +31,32 @@ from include.strava import (
     max_active_runs=1,  # one token in Redis: two runs refreshing it at once could lose the newest
     default_args=DEFAULT_ARGS,
     params={"full_history": Param(False, type="boolean",
-                                  description="Fetch every activity since the account began, not just this hour's")},
+                                  description="Read every activity since the account began (the first load and "
+                                              "the daily 00:00 UTC run do it anyway)")},
     tags=["strava", "oauth2", "redis", "s3", "postgres"],
     doc_md="""
 ### Strava activities
+Strava lists an activity only once it is uploaded - minutes to days after it ends - and filters
+by start time. So every run reads the activities that started from 7 days before the last
+successful load (the watermark in `strava_sync_state`) up to its own data interval end; the upsert
+absorbs the overlap. The first load, the run ending at 00:00 UTC each day and a run with
+`full_history` read the whole history, so late edits and deletions arrive within a day.
 1. `extract_activities`: token from Redis (`redis_default`, key `STRAVA_TOKEN`), refreshed at the
    `strava` connection's `/oauth/token` when expired (every new token is saved to Redis first);
-   every page of `/api/v3/athlete/activities` for the run's data interval (or all history with the
-   `full_history` param), raw JSON to `s3://lifedata/stravaact/<ts_nodash>.json`. Only the key
-   goes through XCom.
-2. `load_activities`: validates every record (pydantic) and upserts them into `strava_activity`
-   in one transaction. Any invalid record fails the run, naming each bad id and field; nothing is
-   loaded then. Rate limits and outages are retried with backoff; token and secret are masked.
+   every page of `/api/v3/athlete/activities` for the window, raw JSON to
+   `s3://lifedata/stravaact/<ts_nodash>.json`. Only the key and the window go through XCom.
+2. `load_activities`: validates every record (pydantic), then in one transaction upserts them into
+   `strava_activity`, deletes the window's activities Strava no longer lists, and advances the
+   watermark. Any invalid record fails the run, naming each bad id and field; nothing is loaded
+   then. Rate limits and outages are retried (a 429 waits for Strava's next 15-minute window);
+   token and secret are masked.
 First time: put a token into Redis with `make strava-token` (README, "Strava setup").
 """,
 )
 def strava_data_pipeline():
     @task(retries=4, retry_policy=StravaRetryPolicy())
-    def extract_activities(data_interval_start=None, data_interval_end=None, params=None, dag_run=None) -> str:
-        after, before = interval_bounds(data_interval_start, data_interval_end, params["full_history"])
+    def extract_activities(data_interval_end=None, params=None, dag_run=None) -> dict:
+        after, before = sync_window(data_interval_end, read_watermark(), params["full_history"])
         activities = fetch_activities(
             after, before,
             client_id=Variable.get(CLIENT_VARIABLE, default=""),
@@ -56,11 +64,12 @@ def strava_data_pipeline():
             base_url=base_url(CONN_ID),
             redis_client=redis_client(),
         )
-        return write_raw_activities(activities, dag_run)
+        return {"raw_key": write_raw_activities(activities, dag_run), "after": after, "before": before}
 
     @task
-    def load_activities(raw_key: str) -> int:
-        return upsert_activities(validate_activities(read_raw_activities(raw_key)))
+    def load_activities(extracted: dict) -> dict:
+        activities = validate_activities(read_raw_activities(extracted["raw_key"]))
+        return upsert_activities(activities, extracted["after"], extracted["before"])
 
     load_activities(extract_activities())
 

@@ -1,9 +1,22 @@
-"""Strava: OAuth2 token kept in Redis, activities of a data interval, validation, warehouse upsert.
+"""Strava: OAuth2 token kept in Redis, activities of a sync window, validation, warehouse upsert.
 
 Token handling follows Strava's rules: access tokens live 6 hours and the refresh token may change
 on every refresh, so every new token is written to Redis (key STRAVA_TOKEN) before it is used -
 losing the newest refresh token locks the athlete out. The client secret and both tokens are
 registered with Airflow's secrets masker and never put into messages.
+
+Which activities a run reads. Strava lists an activity only once it is uploaded - minutes after
+it ends from a phone, hours or days later from a watch that syncs late - while `after`/`before`
+filter on its START time. A run that asked for the activities started in its own hour would miss
+nearly all of them, for good. So each run reads every activity that started from LOOKBACK (7
+days) before the last successful load's end - the watermark `strava_sync_state.synced_until`,
+kept in the warehouse with the rows - up to its own data interval end. The idempotent upsert
+absorbs the overlap, late uploads and edits of the week arrive, and a paused or failing pipeline
+catches up on its next success. One run a day (the one ending at 00:00 UTC) reads the whole
+history instead: older edits and deletions reach the warehouse within a day. An activity in the
+window that Strava no longer lists was deleted (or made private) and is deleted here too.
+Cost: two reads an hour for most athletes, plus one page per 200 activities once a day - far
+within the 100 reads / 15 min and 1,000 / day of an application (developers.strava.com/docs/rate-limits).
 
 Invalid records fail the load: the error lists every bad record by id and field and nothing is
 written (one transaction). A silently skipped activity would be a silent hole in the data.
@@ -13,7 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import RetryAction, RetryDecision, RetryPolicy
 from airflow.sdk.exceptions import AirflowFailException
@@ -31,6 +44,9 @@ TOKEN_PATH = "/oauth/token"  # noqa: S105 - a URL path
 ACTIVITIES_PATH = "/api/v3/athlete/activities"
 PER_PAGE = 200  # Strava's maximum
 RAW_BUCKET = "lifedata"
+LOOKBACK = timedelta(days=7)  # uploads later than this after the last load are picked up by the daily sweep
+FULL_SYNC_HOUR_UTC = 0  # the run whose data interval ends at this hour reads the whole history
+SYNC_STREAM = "athlete/activities"
 BOOTSTRAP_HOWTO = (
     "Put a first token into Redis: `make strava-token CODE=<authorization code>` (exchanges an "
     "authorization code from https://www.strava.com/oauth/authorize) or `make strava-token "
@@ -48,7 +64,12 @@ class StravaError(RuntimeError):
 
 
 class StravaRetryable(StravaError):
-    """Rate limited (429) or server/network trouble: retried with backoff."""
+    """Rate limited (429) or server/network trouble: retried with backoff (or after
+    `retry_after`, when Strava's windows say when the limit resets)."""
+
+    def __init__(self, message: str, retry_after: timedelta | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class StravaRejected(StravaError, AirflowFailException):
@@ -137,9 +158,36 @@ def _allow_plain_http_to_local_standins(base_url: str) -> None:
     raise StravaRejected(f"the `{CONN_ID}` connection points at {base_url}: OAuth tokens travel only over https")
 
 
+def _rate_limit_failure(response, description: str) -> StravaError:
+    """A 429: which of Strava's windows is used up, and when it resets (15-minute windows at :00,
+    :15, :30, :45; the day at midnight UTC - developers.strava.com/docs/rate-limits)."""
+    headers = response.headers
+    usage = headers.get("X-ReadRateLimit-Usage") or headers.get("X-RateLimit-Usage") or ""
+    limit = headers.get("X-ReadRateLimit-Limit") or headers.get("X-RateLimit-Limit") or ""
+    figures = (f"reads used {usage or '?'} of {limit or '?'} (15 min, day); X-RateLimit-Usage "
+               f"{headers.get('X-RateLimit-Usage', '?')} of X-RateLimit-Limit {headers.get('X-RateLimit-Limit', '?')}")
+    now = datetime.now(UTC)
+    try:
+        used_day, max_day = int(usage.split(",")[1]), int(limit.split(",")[1])
+    except (ValueError, IndexError):
+        used_day = max_day = None
+    if used_day is not None and used_day >= max_day:
+        midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        return StravaRejected(f"Strava's daily read limit is used up: 429 {description}; {figures}. It resets at "
+                              f"{midnight.isoformat()}; the first run after that catches up from the last load.")
+    quarter = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0) + timedelta(minutes=15)
+    return StravaRetryable(f"Strava rate limit exceeded: 429 {description}; {figures}; the 15-minute window "
+                           f"resets at {quarter.strftime('%H:%M')} UTC",
+                           retry_after=quarter - now + timedelta(seconds=5))
+
+
 def fetch_activities(after: int, before: int, *, client_id: str, client_secret: str, base_url: str,
                      redis_client, per_page: int = PER_PAGE) -> list[dict]:
-    """Every activity that started in (after, before) epoch seconds, all pages, raw JSON dicts."""
+    """Every activity that started in (after, before) epoch seconds, all pages, raw JSON dicts.
+
+    An expired token is refreshed before the call (requests-oauthlib, the new token saved to Redis
+    first). A 401 on a token that had not expired (revoked, or issued by a server that forgot it)
+    gets one refresh and one more try; a second 401 fails, saying whether a refresh happened."""
     import requests  # noqa: PLC0415 - keep DAG parsing light
     from oauthlib.oauth2.rfc6749.errors import OAuth2Error  # noqa: PLC0415
     from requests_oauthlib import OAuth2Session  # noqa: PLC0415
@@ -147,35 +195,61 @@ def fetch_activities(after: int, before: int, *, client_id: str, client_secret: 
     _mask(client_secret)
     _allow_plain_http_to_local_standins(base_url)
     token = load_token(redis_client)
+    refreshed = []
+
+    def updated(new_token: dict) -> None:
+        save_token(redis_client, new_token)
+        refreshed.append(True)
+
     session = OAuth2Session(
         client_id,
         token=token,
         auto_refresh_url=base_url + TOKEN_PATH,
         auto_refresh_kwargs={"client_id": client_id, "client_secret": client_secret},
-        token_updater=lambda new_token: save_token(redis_client, new_token),
+        token_updater=updated,
     )
+
+    def refresh_failure(exc: OAuth2Error) -> StravaRejected:
+        return StravaRejected(
+            f"Strava token refresh failed at {TOKEN_PATH}: {type(exc).__name__} "
+            f"({exc.description or exc.error}). The stored refresh token no longer works. {BOOTSTRAP_HOWTO}")
+
     activities: list[dict] = []
     page = 1
+    retried_401 = False
     while True:
         failure: StravaError | None = None
         try:
             response = session.get(base_url + ACTIVITIES_PATH, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
                                    params={"after": after, "before": before, "page": page, "per_page": per_page})
         except OAuth2Error as exc:
-            failure = StravaRejected(
-                f"Strava token refresh failed at {TOKEN_PATH}: {type(exc).__name__} "
-                f"({exc.description or exc.error}). The stored refresh token no longer works. {BOOTSTRAP_HOWTO}")
+            failure = refresh_failure(exc)
         except requests.RequestException as exc:
             failure = StravaRetryable(f"Strava unreachable at {base_url}: {type(exc).__name__}")
         if failure is not None:
             raise failure  # outside `except`: no chained traceback holding tokens
-        limits = (f"X-RateLimit-Usage {response.headers.get('X-RateLimit-Usage', '?')} of "
-                  f"X-RateLimit-Limit {response.headers.get('X-RateLimit-Limit', '?')} (15 min, day)")
+        if response.status_code == 401 and not refreshed and not retried_401:
+            # The access token had not expired, yet Strava refused it: revoked, or unknown to the
+            # server. A refresh may still work; try once.
+            retried_401 = True
+            try:
+                updated(session.refresh_token(base_url + TOKEN_PATH, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)))
+            except OAuth2Error as exc:
+                failure = StravaRejected(
+                    f"Strava rejected the stored access token (401 {_describe(response)}) before it expired, and "
+                    f"refreshing it failed too: {type(exc).__name__} ({exc.description or exc.error}). "
+                    f"{BOOTSTRAP_HOWTO}")
+            except requests.RequestException as exc:
+                failure = StravaRetryable(f"Strava unreachable at {base_url}: {type(exc).__name__}")
+            if failure is not None:
+                raise failure
+            continue
         if response.status_code == 401:
-            raise StravaRejected(f"Strava rejected the access token after refresh: 401 {_describe(response)}. "
+            how = "after a refresh" if refreshed else "and no refresh was possible"
+            raise StravaRejected(f"Strava rejected the access token {how}: 401 {_describe(response)}. "
                                  f"Check the app's scope (activity:read_all). {BOOTSTRAP_HOWTO}")
         if response.status_code == 429:
-            raise StravaRetryable(f"Strava rate limit exceeded: 429 {_describe(response)}; {limits}")
+            raise _rate_limit_failure(response, _describe(response))
         if response.status_code >= 500:
             raise StravaRetryable(f"Strava server error {response.status_code}: {_describe(response)}")
         if response.status_code != 200:
@@ -187,9 +261,9 @@ def fetch_activities(after: int, before: int, *, client_id: str, client_secret: 
                 f"Strava returned malformed JSON for page {page} ({len(response.content)} bytes)") from None
         if not isinstance(batch, list):
             raise StravaRejected(f"Strava returned {type(batch).__name__} instead of a list for page {page}")
-        if not batch:
-            return activities
         activities.extend(batch)
+        if len(batch) < per_page:  # a short page is the last one: no need to spend a read on an empty one
+            return activities
         page += 1
 
 
@@ -197,10 +271,9 @@ class StravaRetryPolicy(RetryPolicy):
     """Back off on rate limits and outages (Strava's window is 15 minutes); fail the rest."""
 
     def evaluate(self, exception, try_number, max_tries, context=None):  # noqa: D102 - RetryPolicy API
-        from datetime import timedelta  # noqa: PLC0415
-
         if isinstance(exception, StravaRetryable):
-            delay = min(timedelta(minutes=1) * 2 ** max(try_number - 1, 0), timedelta(minutes=15))
+            delay = exception.retry_after or min(timedelta(minutes=1) * 2 ** max(try_number - 1, 0),
+                                                 timedelta(minutes=15))
             return RetryDecision(action=RetryAction.RETRY, retry_delay=delay, reason="Strava limits or outage")
         if isinstance(exception, StravaError):
             return RetryDecision(action=RetryAction.FAIL, reason="Strava error that retrying cannot fix")
@@ -243,22 +316,61 @@ def validate_activities(raw: list) -> list[StravaActivity]:
     return valid
 
 
-def upsert_activities(activities: list[StravaActivity], conn_id: str = "warehouse_db") -> int:
-    """Create strava_activity if needed and upsert every activity on id, in one transaction."""
+def read_watermark(conn_id: str = "warehouse_db") -> datetime | None:
+    """The `before` bound of the last successful load (None before the first one)."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: PLC0415
 
-    from include.warehouse import migrations, read_sql  # noqa: PLC0415
+    from include.warehouse import apply_ddl  # noqa: PLC0415
+
+    conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
+    try:
+        apply_ddl(conn, "strava_sync_state")
+        with conn.cursor() as cur:
+            cur.execute("SELECT synced_until FROM strava_sync_state WHERE stream = %s", [SYNC_STREAM])
+            row = cur.fetchone()
+        conn.rollback()
+    finally:
+        conn.close()
+    return row[0] if row else None
+
+
+def sync_window(interval_end: datetime | None, watermark: datetime | None, full_history: bool = False,
+                lookback: timedelta = LOOKBACK) -> tuple[int, int]:
+    """(after, before) epoch seconds a run reads (see the module docstring): up to its data
+    interval end, from LOOKBACK before the earlier of the watermark and that end - or from the
+    epoch on the first load, on the daily sweep and with full_history."""
+    _, end = require_data_interval(interval_end, interval_end)
+    before = int(end.timestamp())
+    if full_history or watermark is None or end.astimezone(UTC).hour == FULL_SYNC_HOUR_UTC:
+        return 0, before
+    return max(int((min(watermark, end) - lookback).timestamp()), 0), before
+
+
+def upsert_activities(activities: list[StravaActivity], after: int | None = None, before: int | None = None,
+                      conn_id: str = "warehouse_db") -> dict:
+    """In one transaction: upsert every activity on id; when the window (after, before) is given,
+    delete the rows that started in it but Strava no longer lists (deleted, or made private) and
+    move the watermark to `before`. Returns counts."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: PLC0415
+
+    from include.warehouse import apply_ddl, read_sql, transaction  # noqa: PLC0415
 
     rows = [activity.model_dump() for activity in activities]
     conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
+    deleted = 0
     try:
-        with conn, conn.cursor() as cur:
-            for ddl in migrations("strava_activity"):
-                cur.execute(ddl)
+        apply_ddl(conn, "strava_activity")
+        apply_ddl(conn, "strava_sync_state")
+        with transaction(conn), conn.cursor() as cur:
             cur.executemany(read_sql("strava_activity/upsert.sql"), rows)  # psycopg 3: pipelined
+            if after is not None and before is not None:
+                cur.execute(read_sql("strava_activity/delete_unlisted.sql"),
+                            {"after": after, "before": before, "ids": [row["id"] for row in rows]})
+                deleted = cur.rowcount
+                cur.execute(read_sql("strava_sync_state/advance.sql"), {"stream": SYNC_STREAM, "before": before})
     finally:
         conn.close()
-    return len(rows)
+    return {"upserted": len(rows), "deleted": deleted}
 
 
 def exchange_authorization_code(code: str, client_id: str, client_secret: str, base_url: str) -> dict:
@@ -275,7 +387,3 @@ def exchange_authorization_code(code: str, client_id: str, client_secret: str, b
     return token
 
 
-def interval_bounds(start: datetime, end: datetime, full_history: bool = False) -> tuple[int, int]:
-    """(after, before) epoch seconds for a data interval; full history starts at the epoch."""
-    start, end = require_data_interval(start, end)
-    return (0 if full_history else int(start.timestamp())), int(end.timestamp())

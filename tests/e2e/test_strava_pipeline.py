@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.standins.strava import FIRST_ACTIVITY, activity
+from devstack.standins.strava import activity, listed_activities, start_of, uploaded_at
 from include.strava import TOKEN_KEY, StravaRetryPolicy, load_token
 from tests.conftest import TEST_STRAVA_SECRET
 
@@ -81,9 +81,22 @@ def _table_exists() -> bool:
     return _warehouse().get_first("SELECT to_regclass('strava_activity') IS NOT NULL")[0]
 
 
-def _expected_activities(until: datetime) -> list[dict]:
-    count = int((until - FIRST_ACTIVITY) / timedelta(hours=31)) + 1
-    return [activity(i) for i in range(count)]
+def _fresh_warehouse() -> None:
+    """No activity and no watermark: the next run is a first load."""
+    _warehouse().run("DROP TABLE IF EXISTS strava_activity; DROP TABLE IF EXISTS strava_sync_state")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def _stored_ids() -> set[int]:
+    return {row[0] for row in _warehouse().get_records("SELECT id FROM strava_activity")} if _table_exists() else set()
+
+
+def _listed_before(now: datetime, before: datetime) -> list[dict]:
+    """What Strava lists at `now` that started before `before` - from the stand-in's own model."""
+    return [a for a in listed_activities(now) if a["start_date"] < before.strftime("%Y-%m-%dT%H:%M:%SZ")]
 
 
 def test_bootstrap_exchanges_a_code_and_stores_the_token(redis, standin):
@@ -103,14 +116,15 @@ def test_bootstrap_with_a_wrong_code_says_so(redis, standin):
     assert redis.get(TOKEN_KEY) is None
 
 
-def test_first_run_loads_every_activity_of_full_history(dagbag, token, stack):
-    _warehouse().run("DROP TABLE IF EXISTS strava_activity")
-    when = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+def test_first_load_reads_the_whole_history(dagbag, token, stack, standin):
+    _fresh_warehouse()
+    when = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    standin.configure(strava_now=_iso(when))
 
-    run, states = _run(_dag(dagbag), when, {"full_history": True})
+    run, states = _run(_dag(dagbag), when)  # no watermark yet: everything so far
 
     assert run.state == "success", states
-    expected = [a for a in _expected_activities(when) if a["start_date"] < when.strftime("%Y-%m-%dT%H:%M:%SZ")]
+    expected = _listed_before(when, when)
     assert len(expected) > 400  # several pages of 200
     assert _count() == len(expected)
     raw_key = f"stravaact/{when.strftime('%Y%m%dT%H%M%S')}.json"
@@ -123,40 +137,133 @@ def test_first_run_loads_every_activity_of_full_history(dagbag, token, stack):
     assert row == (sample["id"], sample["name"], sample["type"], sample["distance"], sample["average_speed"],
                    sample["max_speed"], sample.get("average_heartrate"), sample.get("kilojoules"))
     assert sample["id"] > 2**32 and isinstance(row[4], float) and row[4] != int(row[4])  # never truncated
-    assert run.get_task_instance("extract_activities").xcom_pull(task_ids="extract_activities") == raw_key
+    extracted = run.get_task_instance("extract_activities").xcom_pull(task_ids="extract_activities")
+    assert extracted == {"raw_key": raw_key, "after": 0, "before": int(when.timestamp())}
+    assert _warehouse().get_first("SELECT synced_until FROM strava_sync_state")[0] == when
 
 
-def test_hourly_run_fetches_only_its_data_interval(dagbag, token, standin):
+def test_an_activity_uploaded_hours_after_its_start_hour_is_loaded(dagbag, token, standin):
+    """Strava lists an activity once it is uploaded, and filters by start time: the run for the
+    hour it started in cannot see it. A later run must still load it - the old pipeline, which
+    asked each hour for the activities started in that hour, never did."""
+    late = activity(394)  # started 2025-05-24 04:53 UTC, uploaded 12:24 - 7.5 hours later
+    start_hour_end = start_of(394).replace(minute=0, second=0) + timedelta(hours=1)
+    after_upload = uploaded_at(394).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    assert after_upload - start_hour_end > timedelta(hours=6)
+    _fresh_warehouse()
+    standin.configure(strava_now=_iso(start_hour_end))
+    run, states = _run(_dag(dagbag), start_hour_end)  # the run of its start hour: not uploaded yet
+    assert run.state == "success", states
+    assert late["id"] not in _stored_ids()
+
+    for hour in range(1, 9):  # the hourly runs while the watch has not synced, then the one after
+        end = start_hour_end + timedelta(hours=hour)
+        standin.configure(strava_now=_iso(end))
+        run, states = _run(_dag(dagbag), end)
+        assert run.state == "success", states
+        assert (late["id"] in _stored_ids()) == (end >= after_upload), end
+
+    row = _warehouse().get_first("SELECT name, start_date FROM strava_activity WHERE id = %s", [late["id"]])
+    assert row == (late["name"], start_of(394).replace(second=0))
+
+
+def test_days_late_uploads_and_a_pause_are_caught_up_from_the_watermark(dagbag, token, standin):
+    """A watch that syncs three days later, while the pipeline was paused for two days: the first
+    run after the pause reads from a week before the last successful load."""
+    late = activity(399)  # started 2025-05-30 15:34, uploaded 2025-06-03 06:58
+    _fresh_warehouse()
+    before_start = start_of(399).replace(minute=0, second=0)
+    standin.configure(strava_now=_iso(before_start))
+    assert _run(_dag(dagbag), before_start)[0].state == "success"
     standin.forget_requests()
-    a = activity(400)  # mid-2025: after the DAG's start_date, or the run would schedule no task
-    start = datetime.strptime(a["start_date"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    hour_end = start.replace(minute=0, second=0) + timedelta(hours=1)
 
-    run, states = _run(_dag(dagbag), hour_end, {"full_history": False})  # covers the hour before hour_end
+    resumed = uploaded_at(399).replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)  # no run in between
+    standin.configure(strava_now=_iso(resumed))
+    run, states = _run(_dag(dagbag), resumed)
 
     assert run.state == "success", states
-    calls = [r["query"] for r in standin.requests_seen() if r["path"] == "/api/v3/athlete/activities"]
-    assert calls[0]["after"] == str(int((hour_end - timedelta(hours=1)).timestamp()))
-    assert calls[0]["before"] == str(int(hour_end.timestamp()))
-    assert calls[0]["per_page"] == "200"
-    assert [c["page"] for c in calls] == ["1", "2"]  # until an empty page
-    assert _warehouse().get_first("SELECT name FROM strava_activity WHERE id = %s", [a["id"]])[0] == a["name"]
+    assert late["id"] in _stored_ids()
+    (call,) = [r["query"] for r in standin.requests_seen() if r["path"] == "/api/v3/athlete/activities"]
+    assert call["after"] == str(int((before_start - timedelta(days=7)).timestamp()))
+    assert call["before"] == str(int(resumed.timestamp()))
+    assert (call["page"], call["per_page"]) == ("1", "200")  # one short page: no read spent on an empty one
 
 
-def test_rerun_is_idempotent_and_an_edited_activity_is_updated(dagbag, token, standin):
-    when = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+def test_rerun_is_idempotent_and_later_edits_and_deletions_reach_the_warehouse(dagbag, token, standin, stack):
+    when = datetime(2025, 6, 11, 15, tzinfo=UTC)
+    _fresh_warehouse()
+    standin.configure(strava_now=_iso(when))
     dag = _dag(dagbag)
-    _run(dag, when, {"full_history": True})
-    before = _count()
-    edited = activity(11)
-    standin.configure(strava_activity_overrides={str(edited["id"]): {"name": "Renamed ✨ run", "distance": 12345.6}})
+    _run(dag, when)
+    first = _count()
+    rerun, _ = _run(dag, when)
+    assert rerun.state == "success" and _count() == first
 
-    run, states = _run(dag, when, {"full_history": True})
+    edited, gone = activity(405), activity(406)  # both within the last week before `when`
+    assert when - timedelta(days=7) < start_of(405) and uploaded_at(406) < when
+    later = when + timedelta(hours=1)
+    standin.configure(strava_now=_iso(later),
+                      strava_activity_overrides={str(edited["id"]): {"name": "Renamed ✨ run", "distance": 12345.6}},
+                      strava_deleted_ids=[gone["id"]])
+    run, states = _run(dag, later)
 
     assert run.state == "success", states
-    assert _count() == before
     assert _warehouse().get_first("SELECT name, distance FROM strava_activity WHERE id = %s", [edited["id"]]) == \
         ("Renamed ✨ run", 12345.6)
+    assert gone["id"] not in _stored_ids()
+    assert run.get_task_instance("load_activities").xcom_pull(task_ids="load_activities")["deleted"] == 1
+
+
+def test_the_daily_run_reads_the_whole_history_so_old_edits_arrive(dagbag, token, standin):
+    when = datetime(2025, 6, 20, 15, tzinfo=UTC)
+    _fresh_warehouse()
+    standin.configure(strava_now=_iso(when))
+    _run(_dag(dagbag), when)
+    old = activity(11)  # from January 2024: outside any week's look-back
+    standin.configure(strava_activity_overrides={str(old["id"]): {"name": "Renamed a year later"}})
+    standin.forget_requests()
+
+    hourly, _ = _run(_dag(dagbag), when + timedelta(hours=1))
+    assert _warehouse().get_first("SELECT name FROM strava_activity WHERE id = %s", [old["id"]])[0] == old["name"]
+    midnight = datetime(2025, 6, 21, 0, tzinfo=UTC)
+    daily, states = _run(_dag(dagbag), midnight)  # the run whose interval ends at 00:00 UTC
+
+    assert hourly.state == daily.state == "success", states
+    assert _warehouse().get_first("SELECT name FROM strava_activity WHERE id = %s", [old["id"]])[0] == \
+        "Renamed a year later"
+    afters = [r["query"]["after"] for r in standin.requests_seen() if r["path"] == "/api/v3/athlete/activities"]
+    assert afters[0] != "0" and afters[-1] == "0"
+
+
+def test_read_rate_limit_waits_for_the_next_15_minute_window(dagbag, token, standin, stack, capfd):
+    """developers.strava.com/docs/rate-limits: 100 reads / 15 min per application by default.
+    Here the limit is 1: the second page gets a 429, retried - never a half load."""
+    _fresh_warehouse()
+    standin.configure(strava_read_limit="1,1000")
+    when = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+    run, states = _run(_dag(dagbag, fast_retries=True), when)
+
+    assert run.state == "failed"
+    assert run.get_task_instance("extract_activities").try_number == 5
+    out = capfd.readouterr().out
+    assert "Strava rate limit exceeded: 429 Rate Limit Exceeded" in out and "of 1,1000 (15 min, day)" in out
+    assert "the 15-minute window resets at" in out
+    assert _count() == 0
+
+
+def test_rate_limit_retry_waits_until_the_window_resets():
+    from types import SimpleNamespace
+
+    from include.strava import StravaRejected, StravaRetryable, _rate_limit_failure
+
+    quarter = SimpleNamespace(headers={"X-ReadRateLimit-Usage": "101,312", "X-ReadRateLimit-Limit": "100,1000"})
+    failure = _rate_limit_failure(quarter, "Rate Limit Exceeded")
+    assert isinstance(failure, StravaRetryable)
+    assert timedelta(seconds=5) <= failure.retry_after <= timedelta(minutes=15, seconds=5)
+    assert StravaRetryPolicy().evaluate(failure, 1, 5).retry_delay == failure.retry_after
+    daily = SimpleNamespace(headers={"X-ReadRateLimit-Usage": "3,1001", "X-ReadRateLimit-Limit": "100,1000"})
+    assert isinstance(_rate_limit_failure(daily, "Rate Limit Exceeded"), StravaRejected)  # not 24 h of retries
 
 
 def test_expired_token_is_refreshed_and_the_rotated_token_saved_first(dagbag, token, redis, standin):
@@ -196,7 +303,7 @@ def test_failed_refresh_names_the_cause_and_loads_nothing(dagbag, token, redis, 
 @pytest.mark.parametrize(
     ("fault", "retried", "message"),
     [
-        ("http_401", False, "Strava rejected the access token after refresh: 401 Authorization Error"),
+        ("http_401", False, "Strava rejected the access token after a refresh: 401 Authorization Error"),
         ("http_429", True, "Strava rate limit exceeded: 429 Rate Limit Exceeded"),
         ("http_503", True, "Strava server error 503"),
         ("truncated", False, "Strava returned malformed JSON for page 1"),
@@ -213,7 +320,7 @@ def test_api_errors_name_the_cause_and_write_nothing(dagbag, token, standin, sta
     out = capfd.readouterr().out
     assert message in out
     if fault == "http_429":
-        assert "X-RateLimit-Usage 201,312 of X-RateLimit-Limit 200,2000" in out
+        assert "reads used 101,312 of 100,1000 (15 min, day)" in out
     assert (_count(), stack.list_keys("lifedata")) == (before_rows, before_objects)
 
 
@@ -231,7 +338,7 @@ def test_invalid_record_fails_the_load_naming_id_and_fields(dagbag, token, stand
     when = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=5)
     before = _count()
 
-    run, states = _run(_dag(dagbag), when, {"full_history": True})
+    run, states = _run(_dag(dagbag), when)
 
     assert run.state == "failed"
     assert states == {"extract_activities": "success", "load_activities": "failed"}

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 
 from devstack.standins.strava import activity
-from include.strava import StravaRejected, _allow_plain_http_to_local_standins, interval_bounds, validate_activities
+from include.strava import StravaRejected, _allow_plain_http_to_local_standins, sync_window, validate_activities
 
 
 def test_valid_activities_keep_floats_and_null_missing_optionals():
@@ -34,11 +34,24 @@ def test_every_invalid_record_is_named_by_id_and_field():
     assert "activity #3" in message
 
 
-def test_interval_bounds_are_epoch_seconds_of_the_data_interval():
-    start, end = datetime(2025, 6, 1, 10, tzinfo=UTC), datetime(2025, 6, 1, 11, tzinfo=UTC)
+def test_sync_window_reads_back_a_week_from_the_watermark_up_to_the_interval_end():
+    end = datetime(2025, 6, 1, 11, tzinfo=UTC)
+    week = 7 * 86400
 
-    assert interval_bounds(start, end) == (1748772000, 1748775600)
-    assert interval_bounds(start, end, full_history=True) == (0, 1748775600)
+    assert sync_window(end, datetime(2025, 6, 1, 10, tzinfo=UTC)) == (1748772000 - week, 1748775600)
+    # A pause: the watermark is days old - the window reaches back from it, not from the interval.
+    assert sync_window(end, datetime(2025, 5, 28, 10, tzinfo=UTC))[0] == 1748426400 - week
+    # Re-running an old run after later ones: never a window that ends before it starts.
+    assert sync_window(end, datetime(2025, 6, 9, tzinfo=UTC)) == (1748775600 - week, 1748775600)
+
+
+def test_sync_window_reads_everything_first_on_the_daily_run_and_on_request():
+    end = datetime(2025, 6, 1, 11, tzinfo=UTC)
+    watermark = datetime(2025, 6, 1, 10, tzinfo=UTC)
+
+    assert sync_window(end, None) == (0, 1748775600)  # first load
+    assert sync_window(end, watermark, full_history=True) == (0, 1748775600)
+    assert sync_window(datetime(2025, 6, 2, 0, tzinfo=UTC), watermark)[0] == 0  # the run ending at 00:00 UTC
 
 
 def test_tokens_never_travel_over_plain_http_beyond_loopback(monkeypatch):
