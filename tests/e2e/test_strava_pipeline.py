@@ -376,3 +376,20 @@ def test_strava_activity_types(dagbag, token):
     for column in ("distance", "moving_time", "average_speed", "max_speed", "average_cadence", "average_heartrate",
                    "weighted_average_watts", "kilojoules"):
         assert types[column] == "double precision", column
+
+
+def test_the_dag_stays_green_after_the_standins_restart(dagbag, token, standin):
+    """`make run OFFLINE=1`, Ctrl-C, `make run OFFLINE=1`: Redis keeps the token, and the stand-in
+    (like Strava) still knows the tokens it issued - its state folder survives the restart."""
+    from tests.conftest import _STACK
+
+    (server,) = [s for s in _STACK["services"] if s.name == "api-standins"]
+    when = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    server.stop()
+    server.start()
+    standin.clear_faults()  # the restarted server starts with default settings: the tests' again
+
+    run, states = _run(_dag(dagbag), when)
+
+    assert run.state == "success", states
+    assert run.get_task_instance("extract_activities").try_number == 1
