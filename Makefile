@@ -49,9 +49,9 @@ parse-check: install  ## the .astro DAG integrity test (= astro dev parse) witho
 	AIRFLOW_HOME="$$tmp" AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/dags" AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	PYTHONPATH="$(CURDIR)" $(PY) -m pytest -p no:cacheprovider -q .astro/test_dag_integrity_default.py
 
-dag: install  ## run one DAG once and print its task states (= astro run): DAG=<id> [DATE=2021-02-02] [OFFLINE=1]
-	@test -n "$(DAG)" || { echo "usage: make dag DAG=<dag_id> [DATE=2021-02-02T06:00] [OFFLINE=1]" >&2; exit 2; }
-	$(PY) -m devstack.run_dag "$(DAG)" $(if $(DATE),--date "$(DATE)") $(if $(filter 1 true yes,$(OFFLINE)),--offline)
+dag: install  ## run one DAG once and print its task states (= astro run): DAG=<id> [DATE=2021-02-02] [CONF='{..}'] [OFFLINE=1]
+	@test -n "$(DAG)" || { echo "usage: make dag DAG=<dag_id> [DATE=2021-02-02T06:00] [CONF='{\"month\": \"2021-03\"}'] [OFFLINE=1]" >&2; exit 2; }
+	$(PY) -m devstack.run_dag "$(DAG)" $(if $(DATE),--date "$(DATE)") $(if $(CONF),--conf '$(CONF)') $(if $(filter 1 true yes,$(OFFLINE)),--offline)
 
 airflow: install  ## the Airflow CLI against the running `make run` stack, e.g. make airflow CMD="dags list"
 	$(PY) -m devstack airflow $(CMD)

@@ -1,5 +1,6 @@
-"""`make dag DAG=<dag_id> [DATE=...] [OFFLINE=1]`: run one DAG once against the local stack and
-print each task's state - the Docker-free twin of `astro run <dag_id>`.
+"""`make dag DAG=<dag_id> [DATE=...] [CONF='{...}'] [OFFLINE=1]`: run one DAG once against the local
+stack and print each task's state - the Docker-free twin of `astro run <dag_id>`. CONF is the run's
+conf, as the trigger form's params (e.g. `CONF='{"month": "2021-03"}'` for nyc_taxi_ingestion).
 
 - `make run` is up (its API server answers): the run is triggered through that stack's scheduler,
   like the UI's trigger button, and followed until it ends. The DAG must be unpaused, as in the UI.
@@ -42,7 +43,7 @@ def report(dag_id: str, run, task_instances, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def _in_process(dag_id: str, logical_date: datetime | None) -> int:
+def _in_process(dag_id: str, logical_date: datetime | None, conf: dict | None = None) -> int:
     """Inside the stack's Airflow environment, without a scheduler: dag.test()."""
     from airflow.models import DagBag  # noqa: PLC0415
     from airflow.settings import DAGS_FOLDER  # noqa: PLC0415
@@ -54,12 +55,12 @@ def _in_process(dag_id: str, logical_date: datetime | None) -> int:
         print(f"ERROR: no DAG `{dag_id}` in {DAGS_FOLDER}{errors}", file=sys.stderr)
         return 2
     started = time.monotonic()
-    run = dag.test(logical_date=logical_date)
+    run = dag.test(logical_date=logical_date, run_conf=conf)
     print(report(dag_id, run, run.get_task_instances(), time.monotonic() - started))
     return 0 if run.state == "success" else 1
 
 
-def _through_scheduler(dag_id: str, logical_date: datetime | None) -> int:
+def _through_scheduler(dag_id: str, logical_date: datetime | None, conf: dict | None = None) -> int:
     """Inside the stack's Airflow environment, with `make run`'s scheduler: trigger, then follow."""
     from airflow.api.common.trigger_dag import trigger_dag  # noqa: PLC0415
     from airflow.models import DagModel, DagRun  # noqa: PLC0415
@@ -79,7 +80,7 @@ def _through_scheduler(dag_id: str, logical_date: datetime | None) -> int:
     # run_after = the date too: Airflow infers a manual run's data interval from run_after, and
     # dag.test() (the other mode) from the logical date - the same DATE must mean the same interval.
     run = trigger_dag(dag_id, triggered_by=DagRunTriggeredByType.CLI, logical_date=logical_date,
-                      run_after=logical_date, triggering_user_name="make dag")
+                      run_after=logical_date, conf=conf, triggering_user_name="make dag")
     print(f"Triggered {dag_id} run {run.run_id}; following it (Ctrl-C stops following, not the run) ...",
           flush=True)
     seen: dict[str, str] = {}
@@ -124,22 +125,33 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dag_id")
     parser.add_argument("--date", help="logical date, e.g. 2021-02-02 or 2021-02-02T06:00 (UTC); default: now")
+    parser.add_argument("--conf", help="the run's conf as JSON (the trigger form's params), "
+                                       "e.g. '{\"month\": \"2021-03\"}'")
     parser.add_argument("--offline", action="store_true", help="third-party APIs answered by the stand-ins")
     parser.add_argument("--inside", choices=["test", "scheduler"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     # Without DATE: now, as the UI's trigger form fills it in. A run with no logical date at all
     # would have no data interval, which the interval-based DAGs refuse.
     logical_date = parse_date(args.date) or datetime.now(UTC).replace(microsecond=0)
+    try:
+        conf = json.loads(args.conf) if args.conf else None
+    except ValueError as exc:
+        print(f"ERROR: CONF is not JSON ({exc}): e.g. CONF='{{\"month\": \"2021-03\"}}'", file=sys.stderr)
+        return 2
+    if conf is not None and not isinstance(conf, dict):
+        print("ERROR: CONF must be a JSON object, e.g. CONF='{\"month\": \"2021-03\"}'", file=sys.stderr)
+        return 2
     if args.inside == "test":
-        return _in_process(args.dag_id, logical_date)
+        return _in_process(args.dag_id, logical_date, conf)
     if args.inside == "scheduler":
-        return _through_scheduler(args.dag_id, logical_date)
+        return _through_scheduler(args.dag_id, logical_date, conf)
 
     from devstack.services import ServiceError  # noqa: PLC0415
     from devstack.stack import StackConfig, airflow_env, migrate_and_seed, start_services, stop_all  # noqa: PLC0415
 
     cfg = StackConfig.for_run(offline=args.offline)
-    command = [sys.executable, "-m", "devstack.run_dag", args.dag_id, "--date", logical_date.isoformat()]
+    command = [sys.executable, "-m", "devstack.run_dag", args.dag_id, "--date", logical_date.isoformat(),
+               *(["--conf", args.conf] if args.conf else [])]
     status = _scheduler_status(cfg)
     if status == "healthy":
         # make run decided OFFLINE when it started; its connections and variables are in its DB.

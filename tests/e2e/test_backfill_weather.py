@@ -45,12 +45,14 @@ def test_daily_range_is_per_new_york_day_and_the_same_whenever_fetched(dagbag, s
     minimum fetched in July was the minimum from 04:00 to 04:00 UTC, not New York's day. The CSV
     must not change with the day it is fetched, and must hold New York's own days."""
     key = "daily_temperature_range/20250108_20250114.csv"
+    # Runs of today with the week in the param: the January logical dates stay free for the
+    # scheduler's backfill test, which shares this metadata DB.
     standin.configure(open_meteo_today="2025-07-20")
-    run, states = _run(dagbag, datetime(2025, 1, 8, tzinfo=UTC))
+    run, states = _run(dagbag, datetime.now(UTC), {"week_start": "2025-01-08"})
     assert run.state == "success", states
     summer = stack.get_object("weather-data", key)
     standin.configure(open_meteo_today="2026-01-20")
-    run, states = _run(dagbag, datetime(2025, 1, 8, tzinfo=UTC))
+    run, states = _run(dagbag, datetime.now(UTC), {"week_start": "2025-01-08"})
     assert run.state == "success", states
 
     assert stack.get_object("weather-data", key) == summer

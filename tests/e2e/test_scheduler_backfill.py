@@ -171,13 +171,17 @@ def test_make_dag_date_gives_the_interval_dag_test_gives(airflow_components, sta
 
     assert _airflow_cli("dags", "unpause", DAG_ID).returncode == 0
 
-    result = subprocess.run([sys.executable, "-m", "devstack.run_dag", DAG_ID, "--date", "2025-01-15"],
+    # A date the backfill above holds no run for (one run per logical date); CONF picks the week,
+    # as the trigger form's `week_start` does.
+    result = subprocess.run([sys.executable, "-m", "devstack.run_dag", DAG_ID, "--date", "2025-01-20",
+                             "--conf", '{"week_start": "2025-01-15"}'],
                             env=_make_dag_env(stack), capture_output=True, text=True, timeout=300)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    (start, end), = _sql("SELECT data_interval_start, data_interval_end FROM dag_run WHERE dag_id = :d "
-                         "AND triggering_user_name = 'make dag'", d=DAG_ID)
+    (start, end, conf), = _sql("SELECT data_interval_start, data_interval_end, conf FROM dag_run WHERE dag_id = :d "
+                               "AND triggering_user_name = 'make dag'", d=DAG_ID)
     timetable = coerce_to_core_timetable(dagbag.get_dag(DAG_ID).timetable)
-    expected = timetable.infer_manual_data_interval(run_after=datetime(2025, 1, 15, tzinfo=UTC))
+    expected = timetable.infer_manual_data_interval(run_after=datetime(2025, 1, 20, tzinfo=UTC))
     assert (start, end) == (expected.start, expected.end)
-    assert end <= datetime(2025, 1, 15, tzinfo=UTC)  # not an interval around today
+    assert end <= datetime(2025, 1, 20, tzinfo=UTC)  # not an interval around today
+    assert conf == {"week_start": "2025-01-15"}
