@@ -3,12 +3,13 @@
 `astro dev start` applies airflow_settings.yaml as written (service names of the Astro Docker
 network). Locally the same file is the source of truth; the only differences - hosts and ports of
 the servers devstack started, and the API stand-ins in offline mode - are applied here, in one
-place (`local_connections`).
+place (`local_connections`). Both apply the file on every start by the same rule (`apply_to_airflow`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,10 +55,16 @@ def load_settings(path: Path) -> Settings:
     for pool in airflow.get("pools") or []:
         if pool.get("pool_name"):
             settings.pools[pool["pool_name"]] = {
-                "slots": int(pool.get("pool_slot") or 1),
+                "slots": int(pool.get("pool_slot") or 0),  # 0: skipped when applied, as the CLI does
                 "description": pool.get("pool_description") or "",
             }
     return settings
+
+
+def secret_variables(settings: Settings) -> list[str]:
+    """Variables the file lists without a value: their values come from the environment
+    (AIRFLOW_VAR_<NAME>, e.g. from the git-ignored .env.local) or from the UI, never from the file."""
+    return [name for name, value in settings.variables.items() if not value]
 
 
 def local_connections(settings: Settings, *, postgres_port: int, redis_port: int, s3_port: int,
@@ -133,17 +140,26 @@ def sqlalchemy_url(user: str, password: str, port: int, database: str) -> str:
     return f"postgresql+psycopg2://{quote(user)}:{quote(password)}@127.0.0.1:{port}/{database}"
 
 
-def apply_to_airflow(connections: dict[str, dict], settings: Settings) -> list[str]:
+def apply_to_airflow(connections: dict[str, dict], settings: Settings,
+                     environ: dict[str, str] | None = None) -> list[str]:
     """Write connections, variables and pools into the Airflow metadata DB (run with Airflow's env).
 
-    Connections from the settings file are (re)written every time: their hosts and ports follow the
-    stack. Variables and pools are only created when missing, so a value you set in the UI (a real
-    API key, say) survives restarts.
+    The rule `astro dev start` and `astro dev restart` follow (astro-cli settings/settings.go,
+    ConfigSettings -> AddPools, AddVariables, AddConnections: POST each object, PATCH it when it
+    exists), so that both paths behave alike on every start:
+    - every connection, and every variable and pool the file gives a value, is written again: a pool
+      size or such a variable changed in the UI goes back to the file's value;
+    - a variable listed without a value is skipped (AddVariables skips empty values). That is how the
+      secret variables are listed: their values come from AIRFLOW_VAR_<NAME> environment variables
+      (the git-ignored .env.local) or from the UI, and no start ever overwrites them;
+    - a pool without slots is skipped (AddPools).
+    Connection hosts and ports are the local stack's (`local_connections`).
     """
     # The ORM models (not airflow.sdk's): this writes rows into the metadata DB.
     from airflow.models import Connection, Pool, Variable  # noqa: PLC0415
     from airflow.utils.session import create_session  # noqa: PLC0415
 
+    environ = os.environ if environ is None else environ
     report = []
     with create_session() as session:
         for conn_id, conn in connections.items():
@@ -160,15 +176,40 @@ def apply_to_airflow(connections: dict[str, dict], settings: Settings) -> list[s
                 session.add(target)
             report.append(f"connection {conn_id}: {'updated' if existing else 'created'}")
         for name, value in settings.variables.items():
-            if session.query(Variable).filter(Variable.key == name).one_or_none() is None:
+            existing = session.query(Variable).filter(Variable.key == name).one_or_none()
+            if not value:
+                report.append(f"variable {name}: {_secret_source(name, existing, environ)}")
+            elif existing is None:
                 session.add(Variable(key=name, val=value))
                 report.append(f"variable {name}: created")
+            else:
+                existing.set_val(value)
+                report.append(f"variable {name}: updated")
         for name, pool in settings.pools.items():
-            if session.query(Pool).filter(Pool.pool == name).one_or_none() is None:
+            if pool["slots"] <= 0:
+                report.append(f"pool {name}: skipped (no pool_slot)")
+                continue
+            existing = session.query(Pool).filter(Pool.pool == name).one_or_none()
+            if existing is None:
                 session.add(Pool(pool=name, slots=pool["slots"], description=pool["description"],
                                  include_deferred=False))
-                report.append(f"pool {name}: created ({pool['slots']} slots)")
+            else:
+                existing.slots, existing.include_deferred = pool["slots"], False
+                if name != Pool.DEFAULT_POOL_NAME:  # the CLI updates only slots of default_pool
+                    existing.description = pool["description"]
+            report.append(f"pool {name}: {'updated' if existing else 'created'} ({pool['slots']} slots)")
     return report
+
+
+def _secret_source(name: str, stored, environ) -> str:
+    """Where a secret variable's value comes from, for the start-up report (never the value)."""
+    env_key = variable_env(name, "")[0]
+    if environ.get(env_key, "").strip():
+        return f"from the environment ({env_key})"
+    stored_value = (stored.val or "") if stored is not None else ""
+    if stored_value.strip() and not stored_value.strip().upper().startswith("REPLACE_ME"):
+        return "kept (the value stored in Airflow, e.g. set in the UI)"
+    return f"NOT SET - put {env_key}=... in .env.local or set it in the UI (README, Configuration)"
 
 
 def main(argv: list[str]) -> None:

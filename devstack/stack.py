@@ -238,7 +238,8 @@ def throwaway_env(cfg: StackConfig) -> dict[str, str]:
         env[key] = value
     for name, value in cfg.settings().variables.items():
         key, value = airflow_settings.variable_env(name, value)
-        env[key] = value
+        if value:  # secret variables have no value in the file: .env.local / OFFLINE values stay
+            env[key] = value
     return env
 
 

@@ -47,8 +47,9 @@ def test_settings_file_seeds_every_contract_name():
 
     assert set(settings.connections) >= CONTRACT_CONNECTIONS
     assert set(settings.variables) >= CONTRACT_VARIABLES
-    for name in CONTRACT_VARIABLES:  # placeholders, never real secrets
-        assert settings.variables[name].startswith("REPLACE_ME")
+    # Secrets are listed without a value: the Astro CLI skips such a variable on every start
+    # (astro-cli settings/settings.go, AddVariables) and so does make run - never a value here.
+    assert set(airflow_settings.secret_variables(settings)) == CONTRACT_VARIABLES
     assert settings.connections["open_meteo_archive"]["host"] == "archive-api.open-meteo.com"
     assert settings.connections["open_meteo_forecast"]["host"] == "historical-forecast-api.open-meteo.com"
 
@@ -70,23 +71,69 @@ def test_local_connections_repoint_services_and_offline_apis():
     assert settings.connections["warehouse_db"]["host"] == "warehouse-db"  # the loaded settings stay as written
 
 
-def test_applying_settings_creates_but_never_overwrites_variables(stack):
-    from airflow.models import Connection, Variable
+def _apply(stack, settings, environ=None):
+    return airflow_settings.apply_to_airflow(stack.cfg.connections(), settings, environ=environ or {})
+
+
+def test_every_start_reapplies_the_file_like_astro_dev_start(stack):
+    """astro dev start/restart POST every object of the file and PATCH the ones that exist (astro-cli
+    settings/settings.go, airflowAPIUpsert): make run does the same - UI edits of a pool or of a variable
+    the file gives a value go back to the file's, connections follow the stack."""
+    from airflow.models import Connection, Pool, Variable
     from airflow.utils.session import create_session
 
     settings = airflow_settings.load_settings(ROOT / "airflow_settings.yaml")
-    conns = stack.cfg.connections()
-    airflow_settings.apply_to_airflow(conns, settings)
+    settings.variables["CHECK_DAG_DIR"] = "/tmp/check_dag_from_file"  # a non-secret variable with a value
+    _apply(stack, settings)
     with create_session() as session:
-        row = session.query(Variable).filter(Variable.key == "TWELVEDATA_API_KEY").one()
-        row.set_val("a-real-key-set-in-the-ui")
+        session.query(Pool).filter(Pool.pool == "twelvedata_api").one().slots = 5
+        session.query(Variable).filter(Variable.key == "CHECK_DAG_DIR").one().set_val("/tmp/edited-in-the-ui")
 
-    report = airflow_settings.apply_to_airflow(conns, settings)
+    report = _apply(stack, settings)
 
     with create_session() as session:
-        assert session.query(Variable).filter(Variable.key == "TWELVEDATA_API_KEY").one().val == \
-            "a-real-key-set-in-the-ui"
+        assert session.query(Pool).filter(Pool.pool == "twelvedata_api").one().slots == 1
+        assert session.query(Variable).filter(Variable.key == "CHECK_DAG_DIR").one().val == "/tmp/check_dag_from_file"
         stored = session.query(Connection).filter(Connection.conn_id == "warehouse_db").one()
         assert (stored.host, stored.port, stored.password) == ("127.0.0.1", stack.cfg.postgres_port, "warehouse")
+        session.query(Variable).filter(Variable.key == "CHECK_DAG_DIR").delete()
     assert "connection warehouse_db: updated" in report
-    assert not any(line.startswith("variable") for line in report)
+    assert "pool twelvedata_api: updated (1 slots)" in report
+    assert "variable CHECK_DAG_DIR: updated" in report
+
+
+def test_secret_variables_are_never_written_so_real_values_survive_restarts(stack):
+    """The secrets have no value in the file: no start writes them, on either path. A value set in the UI
+    survives, one from AIRFLOW_VAR_<NAME> (.env.local) wins over it, and the report says where each comes
+    from - never the value itself."""
+    from airflow.models import Variable
+    from airflow.utils.session import create_session
+
+    settings = airflow_settings.load_settings(ROOT / "airflow_settings.yaml")
+    with create_session() as session:
+        session.query(Variable).filter(Variable.key.in_(CONTRACT_VARIABLES)).delete()
+
+    first = _apply(stack, settings)
+    with create_session() as session:
+        assert session.query(Variable).filter(Variable.key.in_(CONTRACT_VARIABLES)).count() == 0
+        session.add(Variable(key="STRAVA_CLIENT", val="a-client-id-typed-in-the-ui"))
+    report = _apply(stack, settings, environ={"AIRFLOW_VAR_TWELVEDATA_API_KEY": "a-real-key-from-env-local"})
+
+    with create_session() as session:
+        strava_client = session.query(Variable).filter(Variable.key == "STRAVA_CLIENT").one()
+        assert strava_client.val == "a-client-id-typed-in-the-ui"
+        assert session.query(Variable).filter(Variable.key == "TWELVEDATA_API_KEY").one_or_none() is None
+        session.query(Variable).filter(Variable.key == "STRAVA_CLIENT").delete()
+    assert "variable TWELVEDATA_API_KEY: NOT SET - put AIRFLOW_VAR_TWELVEDATA_API_KEY=... in .env.local " \
+        "or set it in the UI (README, Configuration)" in first
+    assert "variable TWELVEDATA_API_KEY: from the environment (AIRFLOW_VAR_TWELVEDATA_API_KEY)" in report
+    assert "variable STRAVA_CLIENT: kept (the value stored in Airflow, e.g. set in the UI)" in report
+    assert "variable STRAVA_CLIENT_SECRET: NOT SET" in " ".join(report)
+    assert not any("a-real-key" in line or "typed-in-the-ui" in line for line in report)
+
+
+def test_a_pool_without_slots_is_skipped_as_the_cli_does(tmp_path):
+    settings_file = tmp_path / "airflow_settings.yaml"
+    settings_file.write_text("airflow:\n  pools:\n    - pool_name: no_slots\n      pool_slot:\n")
+
+    assert airflow_settings.load_settings(settings_file).pools["no_slots"]["slots"] == 0  # AddPools: "Skipping"
