@@ -72,9 +72,19 @@ lint:  install ## ruff (AIR rules), hadolint on the Dockerfile, compose + GitHub
 offline-env: install  ## rewrite .env.offline (astro dev start --env .env.offline) from .env and airflow_settings.yaml
 	$(PY) -m devstack offline-env
 
-lock: | $(UV)  ## re-resolve requirements*.txt into requirements-dev.lock
-	$(UV) pip compile requirements.txt requirements-dev.txt --universal --python-version 3.11 \
-	    --no-header -o requirements-dev.lock
+# The Runtime's own versions (runtime-constraints.txt) hold while resolving. A Runtime freeze file
+# (RUNTIME_FREEZE=..., by default the one `astro dev start --standalone` caches for the Dockerfile's tag)
+# first rewrites runtime-constraints.txt with its exact Airflow and provider versions.
+RUNTIME_TAG    := $(lastword $(subst :, ,$(firstword $(shell sed -n 's/^FROM  *//p' Dockerfile))))
+RUNTIME_FREEZE ?= $(wildcard .astro/standalone/freeze-$(RUNTIME_TAG).txt)
+
+lock: | $(UV)  ## re-resolve requirements*.txt into requirements-dev.lock within the Runtime's versions [RUNTIME_FREEZE=file]
+	$(if $(RUNTIME_FREEZE),$(PY) -m devstack.runtime_pins from-freeze "$(RUNTIME_FREEZE)")
+	$(UV) pip compile requirements.txt requirements-dev.txt --constraints runtime-constraints.txt \
+	    --universal --python-version 3.11 --no-header -o requirements-dev.lock \
+	  || { echo "ERROR: no resolution within runtime-constraints.txt (what Astro Runtime $(RUNTIME_TAG) ships):" \
+	            "a requirement above needs a newer Airflow or provider - pin an older release of it" >&2; exit 1; }
+	$(PY) -m devstack.runtime_pins check
 
 parse-times: install  ## how long each DAG file takes to parse (target < 100 ms each, < 1 s all)
 	$(PY) -m devstack.parse_times
