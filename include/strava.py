@@ -53,6 +53,12 @@ BOOTSTRAP_HOWTO = (
     "TOKEN_FILE=<token.json>` - see README, 'Strava setup'."
 )
 TOKEN_FIELDS = ("token_type", "access_token", "refresh_token", "expires_at", "expires_in", "scope")
+CREDENTIALS_HOWTO = (
+    "Set the Airflow variables STRAVA_CLIENT and STRAVA_CLIENT_SECRET to your Strava app's Client ID and Client "
+    "Secret (https://www.strava.com/settings/api): AIRFLOW_VAR_STRAVA_CLIENT=... and "
+    "AIRFLOW_VAR_STRAVA_CLIENT_SECRET=... in .env.local (read by make run and by `astro dev start --env .env.local`), "
+    "Admin -> Variables in the UI, or secret Deployment environment variables on Astro - README, 'Strava setup'."
+)
 
 # requests-oauthlib logs the refresh request's body (client secret included) at DEBUG.
 for _name in ("requests_oauthlib", "oauthlib"):
@@ -94,6 +100,14 @@ class StravaActivity(BaseModel):
     average_heartrate: float | None = None
     weighted_average_watts: float | None = None
     kilojoules: float | None = None
+
+
+def require_credentials(client_id: str, client_secret: str) -> None:
+    """Both app credentials set, and not placeholders - before any call, naming what is missing."""
+    missing = [name for name, value in ((CLIENT_VARIABLE, client_id), (SECRET_VARIABLE, client_secret))
+               if not (value or "").strip() or value.strip().upper().startswith("REPLACE_ME")]
+    if missing:
+        raise StravaRejected(f"Strava app credentials missing: {' and '.join(missing)} not set. {CREDENTIALS_HOWTO}")
 
 
 def redis_client(conn_id: str = REDIS_CONN_ID):
@@ -193,6 +207,7 @@ def fetch_activities(after: int, before: int, *, client_id: str, client_secret: 
     from requests_oauthlib import OAuth2Session  # noqa: PLC0415
 
     _mask(client_secret)
+    require_credentials(client_id, client_secret)
     _allow_plain_http_to_local_standins(base_url)
     token = load_token(redis_client)
     refreshed = []

@@ -23,6 +23,7 @@ from include.strava import (
     TOKEN_KEY,
     StravaError,
     exchange_authorization_code,
+    require_credentials,
     save_token,
 )
 
@@ -62,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.code:
             from include.http_api import base_url_from_connection  # noqa: PLC0415
 
-            token = exchange_authorization_code(args.code, _variable(CLIENT_VARIABLE), _variable(SECRET_VARIABLE),
+            client_id, client_secret = _variable(CLIENT_VARIABLE), _variable(SECRET_VARIABLE)
+            require_credentials(client_id, client_secret)
+            token = exchange_authorization_code(args.code, client_id, client_secret,
                                                 base_url_from_connection(_connection(CONN_ID)))
         else:
             token = json.loads(args.token_file.read_text())

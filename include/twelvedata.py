@@ -95,13 +95,15 @@ def fetch_exchange_rate_isolated(symbol: str, at: str, base_url: str, apikey: st
     if apikey is None:
         apikey = os.environ.get("TWELVEDATA_API_KEY", "")
         how_to = (
-            "Set the environment variable TWELVEDATA_API_KEY for Airflow's workers (.env.local for make run, "
-            "a Deployment environment variable on Astro; free keys: https://twelvedata.com/pricing)."
+            "Set the environment variable TWELVEDATA_API_KEY for Airflow's workers (.env.local: read by make run "
+            "and by `astro dev start --env .env.local`; a secret Deployment environment variable on Astro; "
+            "free keys: https://twelvedata.com/pricing)."
         )
     else:
         how_to = (
             "Set the Airflow variable TWELVEDATA_API_KEY to your TwelveData key (Admin -> Variables, or "
-            "AIRFLOW_VAR_TWELVEDATA_API_KEY in .env.local for make run; free keys: https://twelvedata.com/pricing)."
+            "AIRFLOW_VAR_TWELVEDATA_API_KEY in .env.local - read by make run and by `astro dev start --env "
+            ".env.local`; free keys: https://twelvedata.com/pricing)."
         )
     if not apikey or not apikey.strip() or apikey.strip().upper().startswith(("REPLACE_ME", "MOCKED_", "NON_DEFAULT")):
         raise RuntimeError(f"TwelveData API key missing: the key is empty or a placeholder. {how_to}")

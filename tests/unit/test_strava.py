@@ -73,3 +73,21 @@ def test_plain_http_only_to_the_hosts_named_for_the_standins(monkeypatch):
     assert "OAUTHLIB_INSECURE_TRANSPORT" not in os.environ
     _allow_plain_http_to_local_standins("http://api-standins:8765")
     assert os.environ["OAUTHLIB_INSECURE_TRANSPORT"] == "1"
+
+
+@pytest.mark.parametrize(("client_id", "secret", "named"), [
+    ("", "s3cret-value", "STRAVA_CLIENT not set"),
+    ("12345", "", "STRAVA_CLIENT_SECRET not set"),
+    ("REPLACE_ME_strava_client_id", "  ", "STRAVA_CLIENT and STRAVA_CLIENT_SECRET not set"),
+])
+def test_missing_app_credentials_are_named_before_any_call(client_id, secret, named):
+    from include.strava import fetch_activities
+
+    class NoRedis:
+        def get(self, key):
+            raise AssertionError("must fail before reading the token")
+
+    with pytest.raises(StravaRejected, match=named) as raised:
+        fetch_activities(0, 1, client_id=client_id, client_secret=secret, base_url="https://www.strava.com",
+                         redis_client=NoRedis())
+    assert "AIRFLOW_VAR_STRAVA_CLIENT" in str(raised.value)
