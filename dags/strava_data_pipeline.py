@@ -50,13 +50,17 @@ absorbs the overlap. The first load, the run ending at 00:00 UTC each day and a 
    watermark. Any invalid record fails the run, naming each bad id and field; nothing is loaded
    then. Rate limits and outages are retried (a 429 waits for Strava's next 15-minute window);
    token and secret are masked.
+A trigger without a logical date reads up to the moment it was triggered.
 First time: put a token into Redis with `make strava-token` (README, "Strava setup").
 """,
 )
 def strava_data_pipeline():
     @task(retries=4, retry_policy=StravaRetryPolicy())
     def extract_activities(data_interval_end=None, params=None, dag_run=None) -> dict:
-        after, before = sync_window(data_interval_end, read_watermark(), params["full_history"])
+        # A trigger without a logical date has no data interval: it reads up to the moment it was
+        # triggered (run_after, fixed for the run - a re-run reads the same window).
+        end = data_interval_end or dag_run.run_after
+        after, before = sync_window(end, read_watermark(), params["full_history"])
         activities = fetch_activities(
             after, before,
             client_id=Variable.get(CLIENT_VARIABLE, default=""),

@@ -393,3 +393,15 @@ def test_the_dag_stays_green_after_the_standins_restart(dagbag, token, standin):
 
     assert run.state == "success", states
     assert run.get_task_instance("extract_activities").try_number == 1
+
+
+def test_a_trigger_without_logical_date_reads_up_to_when_it_was_triggered(dagbag, token, standin):
+    """`airflow dags trigger strava_data_pipeline` (no --logical-date): no data interval; the run
+    reads up to its run_after instead of failing."""
+    standin.forget_requests()
+
+    run, states = _run(_dag(dagbag), None)
+
+    assert run.state == "success", states
+    (call, *_) = [r["query"] for r in standin.requests_seen() if r["path"] == "/api/v3/athlete/activities"]
+    assert abs(int(call["before"]) - run.run_after.timestamp()) < 1
