@@ -36,8 +36,10 @@ class OpenMeteoUnavailable(OpenMeteoError):
     """Rate limited, overloaded, server error or network failure: worth retrying later."""
 
 
-class OpenMeteoBadResponse(OpenMeteoError):
-    """The answer arrived but is not a usable dataset (malformed JSON, unequal arrays, all null)."""
+class OpenMeteoBadResponse(OpenMeteoError, AirflowFailException):
+    """The answer arrived but is not a usable dataset (malformed JSON, unequal arrays, all null,
+    wrong offset): fails at once - asking again in 30 s gets the same answer, and a cut connection
+    surfaces as OpenMeteoUnavailable instead."""
 
 
 class OpenMeteoRejectedRequest(OpenMeteoError, AirflowFailException):

@@ -219,9 +219,11 @@ def test_transient_rate_limit_is_retried_and_the_run_succeeds(dagbag, standin, s
     assert "hourly_temperature/20250603T000000.csv" in stack.list_keys("weather-data")
 
 
-def test_rejected_request_is_not_retried(dagbag, standin, stack):
-    """A 400 cannot get better by waiting: the task fails on its first try despite retries=2."""
-    stack.inject_fault("/v1/archive", "http_400", times=None)
+@pytest.mark.parametrize("fault", ["http_400", "truncated", "unequal_lengths", "all_null"])
+def test_rejected_request_and_malformed_answer_are_not_retried(dagbag, standin, stack, fault):
+    """A 400 or a malformed answer cannot get better by waiting: the task fails on its first try
+    despite retries=2 (a cut connection, `dropped`, is retried instead)."""
+    stack.inject_fault("/v1/archive", fault, times=None)
 
     run, states = _run(_dag(dagbag, "weather_data_s3", retry_delay=timedelta(seconds=1)),
                        datetime(2025, 6, 4, tzinfo=UTC))
