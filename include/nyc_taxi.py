@@ -39,6 +39,10 @@ class TaxiDataError(AirflowFailException):
     """The month's file is broken (truncated, wrong columns, bad values): retrying cannot help."""
 
 
+class TaxiDownloadError(RuntimeError):
+    """The download went wrong in transit (cut off, short, empty, not a whole gzip): retried."""
+
+
 FIRST_MONTH = "2021-01"  # the course's first month
 MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
 
@@ -136,6 +140,7 @@ def download_month(month: str, url: str | None = None, manual: bool = False) -> 
     from include.http_api import CONNECT_TIMEOUT_S, READ_TIMEOUT_S  # noqa: PLC0415
 
     url = url or download_url(month)
+    key = f"s3://{BUCKET}/{raw_key(month)}"
     with _temp_file(".csv.gz") as local, \
             requests.get(url, stream=True, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)) as resp:
         if resp.status_code == 404:
@@ -145,15 +150,54 @@ def download_month(month: str, url: str | None = None, manual: bool = False) -> 
                     f"param set to a published month (the course mirror has {FIRST_MONTH} to 2021-07).")
             raise AirflowSkipException(f"TLC file for {month} is not published yet (404 at {url})")
         if resp.status_code != 200:
-            raise RuntimeError(f"TLC download of {month} failed: HTTP {resp.status_code} at {url}")
+            raise TaxiDownloadError(f"TLC download of {month} failed: HTTP {resp.status_code} at {url}; "
+                                    f"{key} left as it was")
+        received = 0
+        failure = None
         try:
             with local.open("wb") as out:
                 for chunk in resp.iter_content(chunk_size=1 << 20):
                     out.write(chunk)
+                    received += len(chunk)
         except requests.RequestException as exc:
-            raise RuntimeError(f"TLC download of {month} was cut off: {type(exc).__name__}: {exc}") from None
+            failure = f"cut off after {received:,} bytes ({type(exc).__name__})"
+        promised = resp.headers.get("Content-Length")
+        if failure is None and promised is not None and received != int(promised):
+            failure = f"{received:,} of the {int(promised):,} bytes promised"
+        if failure is None:
+            failure = _gzip_problem(local, received)
+        if failure is not None:
+            # Nothing replaces the raw object unless the whole file arrived: a short body must not
+            # overwrite a good month (it did, as 0 bytes, before this check).
+            raise TaxiDownloadError(f"TLC download of {month} from {url} is incomplete: {failure}; {key} left as "
+                                    "it was (retried)")
         upload_file(_filesystem(), local, BUCKET, raw_key(month))
     return raw_key(month)
+
+
+def _gzip_problem(path: Path, size: int) -> str | None:
+    """Why the file is not one whole gzip stream (None when it is): empty, cut short (no trailer,
+    or a CRC/size mismatch), or not gzip at all. Decompresses it once, in 1 MB pieces."""
+    import zlib  # noqa: PLC0415
+
+    if size == 0:
+        return "an empty body (0 bytes)"
+    decompressor = zlib.decompressobj(wbits=31)
+    try:
+        with path.open("rb") as handle:
+            while piece := handle.read(1 << 20):
+                while piece:
+                    decompressor.decompress(piece, 1 << 20)
+                    piece = decompressor.unconsumed_tail
+                    if decompressor.eof:
+                        break
+                if decompressor.eof:
+                    break
+    except zlib.error as exc:
+        return f"not a valid gzip file ({exc})"
+    if not decompressor.eof:
+        return f"the gzip stream ends early ({size:,} bytes, no gzip trailer)"
+    return None
 
 
 def _read_options():
@@ -197,19 +241,24 @@ def parquet_schema():
     return pa.schema(fields)
 
 
-def csv_gz_to_parquet(source: Path, target: Path) -> int:
-    """Convert in bounded batches with the TLC types; raises TaxiDataError naming the problem."""
+def csv_gz_to_parquet(source: Path, target: Path, name: str | None = None) -> int:
+    """Convert in bounded batches with the TLC types; raises TaxiDataError naming the problem and
+    the file by `name` (its S3 key; default the local file's name)."""
     import gzip  # noqa: PLC0415
 
     import pyarrow as pa  # noqa: PLC0415
     import pyarrow.parquet as pq  # noqa: PLC0415
     from pyarrow import csv  # noqa: PLC0415
 
-    with gzip.open(source, "rt", newline="") as handle:
-        header = handle.readline().strip().split(",")
+    name = name or source.name
+    try:
+        with gzip.open(source, "rt", newline="") as handle:
+            header = handle.readline().strip().split(",")
+    except (EOFError, OSError) as exc:
+        raise TaxiDataError(f"{name} is truncated or not gzip ({type(exc).__name__}: {exc})") from None
     missing = [c for c in COLUMNS if c not in header]
     if missing:
-        raise TaxiDataError(f"{source.name}: missing column(s) {', '.join(missing)} (header has {len(header)})")
+        raise TaxiDataError(f"{name}: missing column(s) {', '.join(missing)} (header has {len(header)})")
     read, convert = _read_options()
     _use_system_allocator()
     rows = 0
@@ -230,10 +279,10 @@ def csv_gz_to_parquet(source: Path, target: Path) -> int:
                 writer.write_table(pa.Table.from_batches(pending))
                 rows += pending_rows
     except (EOFError, OSError) as exc:
-        raise TaxiDataError(f"{source.name} is truncated or not gzip ({type(exc).__name__}: {exc}) after {rows} rows")\
+        raise TaxiDataError(f"{name} is truncated or not gzip ({type(exc).__name__}: {exc}) after {rows} rows")\
             from None
     except pa.ArrowInvalid as exc:
-        raise TaxiDataError(f"{source.name}: bad value - {exc}") from None
+        raise TaxiDataError(f"{name}: bad value - {exc}") from None
     return rows
 
 
@@ -244,9 +293,9 @@ def parquetize_month(month: str) -> str:
     # Local files on both sides: the parquet object is replaced only once the whole month converted.
     with _temp_file(".csv.gz") as raw, _temp_file(".parquet") as parquet:
         download_file(fs, BUCKET, raw_key(month), raw)
-        rows = csv_gz_to_parquet(raw, parquet)
+        rows = csv_gz_to_parquet(raw, parquet, name=f"s3://{BUCKET}/{raw_key(month)} ({month})")
         if rows == 0:
-            raise TaxiDataError(f"{raw_key(month)} holds no rows")
+            raise TaxiDataError(f"s3://{BUCKET}/{raw_key(month)} ({month}) holds no rows")
         upload_file(fs, parquet, BUCKET, parquet_key(month))
     return parquet_key(month)
 

@@ -13,8 +13,10 @@ Control endpoints (JSON), used by tests and handy when poking at a DAG by hand:
 
 A fault applies to the next `times` requests whose path starts with `path` (`times` null: until
 cleared). Kinds every API understands: `http_<status>` (the API's own error body for that status)
-`truncated` (a complete HTTP answer whose body stops half-way) and `dropped` (the connection
-closes half-way through a body whose Content-Length promised more). Other kinds
+`truncated` (a complete HTTP answer whose body stops half-way), `dropped` (the connection closes
+half-way through a body whose Content-Length - or chunked encoding - promised more) and
+`empty_body` (HTTP 200 with nothing in it); on a streamed body (a TLC file) they cut the stream
+for real, at half its length or, for a stream of unknown length, after STREAM_CUT_BYTES. Other kinds
 are API-specific (Open-Meteo: `unequal_lengths`, `all_null`; TwelveData: `body_<code>` - its
 error body with HTTP 200 - and `empty`; Strava: `invalid_record`).
 """
@@ -60,6 +62,10 @@ class Response:
         response = cls(status, json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode())
         response.headers.update(headers or {})
         return response
+
+
+STREAM_CUT_BYTES = 256 << 10  # where `truncated` / `dropped` cut a stream of unknown length
+CUT_FAULTS = ("truncated", "dropped", "empty_body")
 
 
 @dataclass
@@ -141,33 +147,57 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(response.body)
 
-    def _send_stream(self, response: Response) -> None:
+    def _send_stream(self, response: Response, cut: str | None = None) -> None:
+        """A streamed body, chunked or with its Content-Length. `cut` (a fault of CUT_FAULTS) stops
+        it for real: `truncated` ends a complete-looking answer early (a short Content-Length, or
+        the chunked terminator), `dropped` closes the connection before the promised end,
+        `empty_body` sends none of it."""
+        limit = None
+        if cut == "empty_body":
+            limit = 0
+        elif cut in ("truncated", "dropped"):
+            limit = response.length // 2 if response.length is not None else STREAM_CUT_BYTES
+        declared = response.length
+        if cut in ("truncated", "empty_body") and declared is not None:
+            declared = limit  # a complete answer, just shorter than the file
         self.send_response(response.status)
         for key, value in response.headers.items():
             self.send_header(key, value)
-        chunked = response.length is None
+        chunked = declared is None
         if chunked:
             self.send_header("Transfer-Encoding", "chunked")
         else:
-            self.send_header("Content-Length", str(response.length))
+            self.send_header("Content-Length", str(declared))
         self.end_headers()
         if self.command == "HEAD":
             return
         try:
             sent = 0
             for chunk in response.stream:
+                if limit is not None:
+                    chunk = chunk[: max(limit - sent, 0)]
+                if not chunked:
+                    chunk = chunk[: declared - sent]  # never more than the promised length
                 if chunk and chunked:
                     self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
                 elif chunk:
-                    chunk = chunk[: response.length - sent]  # never more than the promised length
                     self.wfile.write(chunk)
-                    sent += len(chunk)
-            if chunked:
+                sent += len(chunk)
+                if limit is not None and sent >= limit:
+                    break
+            if cut == "dropped":
+                self.wfile.flush()
+                self.close_connection = True  # no terminator, fewer bytes than promised: a cut-off download
+            elif chunked:
                 self.wfile.write(b"0\r\n\r\n")
-            elif sent != response.length:
+            elif sent != declared:
                 self.close_connection = True  # fewer bytes than promised: the client sees a cut-off body
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        finally:
+            close = getattr(response.stream, "close", None)
+            if close is not None:
+                close()  # a generator cut short releases its file or generation thread
 
     def _control(self, request: Request) -> Response:
         server = self.server
@@ -226,7 +256,12 @@ class Handler(BaseHTTPRequestHandler):
             self._send(api.error(int(request.fault.removeprefix("http_"))))
             return
         response = api.handle(request)
-        if request.fault == "truncated" and response.status == 200:
+        if response.stream is not None and request.fault in CUT_FAULTS and response.status == 200:
+            self._send_stream(response, cut=request.fault)
+            return
+        if request.fault == "empty_body" and response.status == 200:
+            response.body = b""
+        elif request.fault == "truncated" and response.status == 200:
             # A complete HTTP answer whose body stops half-way (a proxy or server cutting output).
             response.body = response.body[: len(response.body) // 2]
         elif request.fault == "dropped" and response.status == 200:

@@ -172,7 +172,9 @@ def handle(request):
             return error(500)  # a misconfigured prepared file; not a 404, which would read as unpublished
     rows = month_rows(month, request.config.get("tlc_rows_per_month"))
     response = _response()(200, b"", {"Content-Type": "application/octet-stream"})
-    cache = _cache_path(request.state_dir, month, rows) if request.state_dir is not None and not request.fault \
+    # Transport faults (the server's truncated / dropped / empty_body) cut the same file in transit.
+    transport_fault = request.fault in (None, "truncated", "dropped", "empty_body")
+    cache = _cache_path(request.state_dir, month, rows) if request.state_dir is not None and transport_fault \
         else None
     if cache is not None:
         try:
@@ -182,7 +184,7 @@ def handle(request):
             return response
         except OSError:
             pass  # an unreadable cache: generate as if there were none
-    response.stream = gzip_stream(month, rows, request.fault)
+    response.stream = gzip_stream(month, rows, None if transport_fault else request.fault)
     return response
 
 

@@ -78,14 +78,16 @@ def test_column_types_are_the_natural_ones(dagbag, tlc):
 
 
 @pytest.mark.parametrize(
-    ("fault", "message"),
+    ("fault", "failing", "message"),
     [
-        ("truncated_gzip", "is truncated or not gzip"),
-        ("missing_column", "missing column(s) fare_amount"),
-        ("non_numeric_fare", "bad value"),
+        # Not a whole gzip stream: caught before it replaces the raw object (see the tests below).
+        ("truncated_gzip", "download", "the gzip stream ends early"),
+        ("missing_column", "parquetize", "s3://nyc-tlc/raw/yellow_tripdata_2021-04.csv.gz (2021-04): missing column(s) "
+                                         "fare_amount"),
+        ("non_numeric_fare", "parquetize", "s3://nyc-tlc/raw/yellow_tripdata_2021-04.csv.gz (2021-04): bad value"),
     ],
 )
-def test_broken_file_fails_and_leaves_the_month_as_it_was(dagbag, tlc, capfd, fault, message):
+def test_broken_file_fails_and_leaves_the_month_as_it_was(dagbag, tlc, capfd, fault, failing, message):
     _run(dagbag, "2021-04")
     before = _month_count("2021-04")
     tlc.inject_fault("/DataTalksClub/", fault, times=None)
@@ -93,9 +95,50 @@ def test_broken_file_fails_and_leaves_the_month_as_it_was(dagbag, tlc, capfd, fa
     run, states = _run(dagbag, "2021-04")
 
     assert run.state == "failed"
-    assert states["parquetize"] == "failed" and states["load"] == "upstream_failed"
+    assert states[failing] == "failed" and states["load"] == "upstream_failed"
     assert message in capfd.readouterr().out
     assert _month_count("2021-04") == before == ROWS
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("empty_body", "an empty body (0 bytes)"),
+        ("truncated", "the gzip stream ends early"),  # a complete-looking answer, half the file
+        ("dropped", "cut off after"),  # the connection closes before the promised end
+    ],
+)
+def test_a_short_download_never_replaces_a_good_raw_file(dagbag, tlc, stack, capfd, fault, message):
+    """A dropped connection can end an HTTP 200 stream early. The download checks length and gzip
+    integrity before anything replaces the object, names the month and key, and is retried."""
+    run, _ = _run(dagbag, "2021-05")
+    assert run.state == "success"
+    key = "raw/yellow_tripdata_2021-05.csv.gz"
+    good = stack.list_keys("nyc-tlc", key)
+    tlc.inject_fault("/DataTalksClub/", fault, times=None)
+
+    run, states = _run(dagbag, "2021-05")
+
+    assert run.state == "failed" and states["download"] == "failed" and states["parquetize"] == "upstream_failed"
+    out = capfd.readouterr().out
+    assert message in out and "TLC download of 2021-05" in out and f"s3://nyc-tlc/{key} left as it was" in out
+    assert stack.list_keys("nyc-tlc", key) == good  # same ETag: untouched
+    assert _month_count("2021-05") == ROWS
+
+
+def test_a_download_cut_once_is_retried_and_succeeds(dagbag, tlc, stack):
+    from datetime import timedelta
+
+    tlc.inject_fault("/DataTalksClub/", "dropped", times=1)
+    dag = copy.deepcopy(dagbag.get_dag(DAG_ID))
+    for task in dag.tasks:
+        task.retries, task.retry_delay, task.retry_exponential_backoff = 1, timedelta(seconds=1), False
+
+    run = dag.test(logical_date=datetime(2021, 8, 2, 6, tzinfo=UTC))
+
+    assert run.state == "success"
+    assert run.get_task_instance("download").try_number == 2
+    assert _month_count("2021-07") == ROWS
 
 
 def test_unpublished_month_skips_a_scheduled_run(tlc):
