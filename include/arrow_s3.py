@@ -27,6 +27,16 @@ def s3_filesystem(conn_id: str = "aws_default"):
                     "session_token": credentials.token}
     if endpoint := hook.conn_config.endpoint_url:
         options["endpoint_override"] = endpoint  # S3-compatible server (SeaweedFS, MinIO, ...)
+    # The connection's botocore timeouts (extra `config_kwargs`) bound pyarrow's requests too: a
+    # hung S3 fails the task instead of holding it.
+    config = hook.conn_config.extra_config.get("config_kwargs") or {}
+    if config.get("connect_timeout") is not None:
+        options["connect_timeout"] = float(config["connect_timeout"])
+    if config.get("read_timeout") is not None:
+        options["request_timeout"] = float(config["read_timeout"])
+    attempts = (config.get("retries") or {}).get("max_attempts")
+    if attempts is not None:
+        options["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=int(attempts))
     return pafs.S3FileSystem(**options)
 
 

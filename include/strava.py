@@ -110,11 +110,38 @@ def require_credentials(client_id: str, client_secret: str) -> None:
         raise StravaRejected(f"Strava app credentials missing: {' and '.join(missing)} not set. {CREDENTIALS_HOWTO}")
 
 
+# redis-py waits forever by default (and redis-py 8 retries a timeout 10 times): a paused or
+# unreachable Redis would hold the task, and the DAG's only run slot, until someone noticed. A
+# token read or write takes milliseconds: 5 s per try, one retry.
+REDIS_CONNECT_TIMEOUT_S = 5
+REDIS_SOCKET_TIMEOUT_S = 5
+REDIS_RETRIES = 1
+
+
 def redis_client(conn_id: str = REDIS_CONN_ID):
-    """The token store, through RedisHook and the `redis_default` connection."""
+    """The token store, through RedisHook and the `redis_default` connection, with timeouts."""
     from airflow.providers.redis.hooks.redis import RedisHook  # noqa: PLC0415
 
-    return RedisHook(redis_conn_id=conn_id).get_conn()
+    client = RedisHook(redis_conn_id=conn_id).get_conn()
+    options = client.connection_pool.connection_kwargs  # used for every connection the pool opens
+    if options.get("socket_connect_timeout") is None:
+        options["socket_connect_timeout"] = REDIS_CONNECT_TIMEOUT_S
+    if options.get("socket_timeout") is None:
+        options["socket_timeout"] = REDIS_SOCKET_TIMEOUT_S
+    from redis.backoff import ExponentialBackoff  # noqa: PLC0415
+    from redis.retry import Retry  # noqa: PLC0415
+
+    options["retry"] = Retry(ExponentialBackoff(cap=1, base=0.2), REDIS_RETRIES)
+    return client
+
+
+def _redis_failure(client, exc: Exception, doing: str) -> StravaRetryable:
+    """A Redis error that names the service and what was being done (not just "Timeout reading
+    from socket")."""
+    options = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}) or {}
+    where = f"{options.get('host', '?')}:{options.get('port', '?')}"
+    return StravaRetryable(f"Redis (connection {REDIS_CONN_ID} at {where}) failed while {doing}: "
+                           f"{type(exc).__name__}: {exc}")
 
 
 def _mask(*values) -> None:
@@ -126,7 +153,15 @@ def _mask(*values) -> None:
 
 
 def load_token(redis_client) -> dict:
-    raw = redis_client.get(TOKEN_KEY)
+    from redis.exceptions import RedisError  # noqa: PLC0415
+
+    failure = None
+    try:
+        raw = redis_client.get(TOKEN_KEY)
+    except RedisError as exc:
+        failure = _redis_failure(redis_client, exc, f"reading the token (key {TOKEN_KEY})")
+    if failure is not None:
+        raise failure
     if raw is None:
         raise StravaRejected(f"Strava token missing: Redis key {TOKEN_KEY} is empty. {BOOTSTRAP_HOWTO}")
     try:
@@ -139,11 +174,27 @@ def load_token(redis_client) -> dict:
     return token
 
 
-def save_token(redis_client, token: dict) -> None:
-    """Store the newest token (the refresh token may have rotated)."""
+def save_token(redis_client, token: dict, attempts: int = 4) -> None:
+    """Store the newest token (the refresh token may have rotated: the old one is dead already, so
+    a failed write is tried again - 1, 2, 4 s apart - before giving up, loudly)."""
+    import time  # noqa: PLC0415
+
+    from redis.exceptions import RedisError  # noqa: PLC0415
+
     _mask(token.get("access_token"), token.get("refresh_token"))
     kept = {key: token[key] for key in TOKEN_FIELDS if key in token}
-    redis_client.set(TOKEN_KEY, json.dumps(kept))
+    failure = None
+    for attempt in range(attempts):
+        try:
+            redis_client.set(TOKEN_KEY, json.dumps(kept))
+            return
+        except RedisError as exc:
+            failure = _redis_failure(redis_client, exc, f"saving a refreshed token (key {TOKEN_KEY}, try "
+                                                         f"{attempt + 1} of {attempts})")
+        if attempt + 1 < attempts:
+            time.sleep(2 ** attempt)
+    raise StravaRejected(f"{failure}. Strava may have rotated the refresh token, which is then lost: if the next "
+                         f"run reports a failed refresh, bootstrap again. {BOOTSTRAP_HOWTO}")
 
 
 def _describe(response) -> str:
