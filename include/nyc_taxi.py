@@ -304,11 +304,18 @@ def _partition(month: str) -> str:
     return f"{TABLE}_{month.replace('-', '_')}"
 
 
+# How long the swap may wait for readers of the table to finish before the load gives up (and is
+# retried): a reader holding the table for longer must not freeze every later reader behind the
+# swap's lock request.
+SWAP_LOCK_TIMEOUT = "60s"
+
+
 def copy_parquet_into_month(parquet, month: str, conn) -> int:
-    """Create the table and the month's partition if needed (DDL, its own short transaction under
-    the warehouse DDL lock: concurrent first loads are safe), then in one transaction empty the
-    partition and COPY the parquet file into it. `parquet` is a path or an open pyarrow file
-    (e.g. straight from S3)."""
+    """Load the parquet file as the month's partition, in one transaction: COPY into a fresh table,
+    then swap it in for the old partition (detach, drop, attach). Readers of other months and of
+    the whole table keep reading - the previous data of this month included - until the commit;
+    only the swap itself, milliseconds long, takes the table's exclusive lock. A failure leaves
+    the month as it was. `parquet` is a path or an open pyarrow file (e.g. straight from S3)."""
     import pyarrow.parquet as pq  # noqa: PLC0415
     from psycopg.copy import LibpqWriter  # noqa: PLC0415
 
@@ -317,6 +324,7 @@ def copy_parquet_into_month(parquet, month: str, conn) -> int:
 
     first_day = f"{month}-01"
     partition = _partition(month)
+    staging = f"{partition}_loading"
     columns = ", ".join(f'"{c}"' for c in COLUMNS)
     _use_system_allocator()
     # pre_buffer: one ranged read per row group rather than one per column chunk (S3 round trips).
@@ -324,19 +332,22 @@ def copy_parquet_into_month(parquet, month: str, conn) -> int:
     if source.schema_arrow != parquet_schema():
         raise TaxiDataError(f"parquet file of {month} does not have the TLC schema: {source.schema_arrow}")
     rows = 0
-    apply_ddl(conn, TABLE,
-              f"CREATE TABLE IF NOT EXISTS {partition} PARTITION OF {TABLE} FOR VALUES IN ('{first_day}')",
-              # data_month comes from the partition's default: no need to send it with every row.
-              f"ALTER TABLE {partition} ALTER COLUMN data_month SET DEFAULT '{first_day}'")
+    apply_ddl(conn, TABLE)  # the partitioned table itself (concurrent first loads: see warehouse.py)
     with transaction(conn), conn.cursor() as cur:
-        cur.execute(f"TRUNCATE {partition}")  # a re-run replaces the month, never adds to it
+        cur.execute(f"DROP TABLE IF EXISTS {staging}")  # left by a load killed mid-way (not committed: gone anyway)
+        cur.execute(f"CREATE TABLE {staging} (LIKE {TABLE} INCLUDING DEFAULTS)")
+        # data_month comes from the default: no need to send it with every row. The CHECK lets
+        # ATTACH skip scanning the month to prove it belongs there.
+        cur.execute(f"ALTER TABLE {staging} ALTER COLUMN data_month SET DEFAULT '{first_day}'")
+        cur.execute(f"ALTER TABLE {staging} ADD CONSTRAINT {partition}_data_month "
+                    f"CHECK (data_month = DATE '{first_day}')")
         # Binary COPY: Postgres stores the values as sent instead of parsing text, about half its
         # work for this table. LibpqWriter sends as it goes; psycopg's default writer would queue up
         # to 1024 buffers (~128 MB) whenever the server is slower than we encode. One row group at
         # a time (iter_batches would read ahead: +40 MB).
-        # FREEZE (allowed: the partition was truncated in this transaction) writes the rows already
+        # FREEZE (allowed: the table was created in this transaction) writes the rows already
         # visible to all, so the first reader - the check - does not rewrite every page (hint bits).
-        statement = f"COPY {partition} ({columns}) FROM STDIN (FORMAT binary, FREEZE)"
+        statement = f"COPY {staging} ({columns}) FROM STDIN (FORMAT binary, FREEZE)"
         with cur.copy(statement, writer=LibpqWriter(cur)) as copy:
             copy.write(pg_binary.HEADER)
             for group in range(source.num_row_groups):
@@ -344,6 +355,14 @@ def copy_parquet_into_month(parquet, month: str, conn) -> int:
                     copy.write(pg_binary.encode_batch(batch))
                     rows += batch.num_rows
             copy.write(pg_binary.TRAILER)
+        # The swap: a re-run replaces the month, never adds to it.
+        cur.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", [partition])
+        if cur.fetchone()[0]:
+            cur.execute(f"ALTER TABLE {TABLE} DETACH PARTITION {partition}")
+            cur.execute(f"DROP TABLE {partition}")
+        cur.execute(f"ALTER TABLE {staging} RENAME TO {partition}")
+        cur.execute(f"ALTER TABLE {TABLE} ATTACH PARTITION {partition} FOR VALUES IN ('{first_day}')")
     return rows
 
 

@@ -245,3 +245,40 @@ def test_load_refuses_a_parquet_file_without_the_tlc_schema(tmp_path):
 
     with pytest.raises(TaxiDataError, match="does not have the TLC schema"):
         copy_parquet_into_month(wrong, "2021-01", conn=None)  # refused before touching the warehouse
+
+
+def test_readers_see_the_previous_data_while_a_month_loads(dagbag, tlc, monkeypatch):
+    """A month's load used to TRUNCATE its partition first: every reader of the whole table waited
+    for the whole load. Now readers of other months, of the whole table and of the month itself
+    see the previous data until the new month commits."""
+    import threading
+    import time
+
+    from include import pg_binary
+    from include.nyc_taxi import load_month
+
+    for month in ("2021-02", "2021-03"):
+        assert _run(dagbag, month)[0].state == "success"
+    encode, gate = pg_binary.encode_batch, threading.Event()
+
+    def slow_encode(batch):
+        gate.set()
+        time.sleep(1.5)  # a load that takes a while
+        return encode(batch)
+
+    monkeypatch.setattr(pg_binary, "encode_batch", slow_encode)
+    loader = threading.Thread(target=load_month, args=("2021-03",))
+    loader.start()
+    try:
+        assert gate.wait(30), "the load did not start"
+        reader = _pg().get_conn()
+        reader.execute("SET statement_timeout = '3s'")
+        counts = dict(reader.execute("SELECT data_month::text, count(*) FROM yellow_taxi_trips "
+                                     "WHERE data_month IN ('2021-02-01', '2021-03-01') GROUP BY 1").fetchall())
+        reader.close()
+        assert loader.is_alive(), "the load finished before the read: nothing was proven"
+        assert counts == {"2021-02-01": ROWS, "2021-03-01": ROWS}
+    finally:
+        loader.join(120)
+    assert _month_count("2021-03") == ROWS
+    assert not _pg().get_first("SELECT to_regclass('yellow_taxi_trips_2021_03_loading') IS NOT NULL")[0]
