@@ -359,6 +359,11 @@ class S3Service(Service):
         # weed mini creates its admin identity from these on first start.
         env["AWS_ACCESS_KEY_ID"] = self.access_key
         env["AWS_SECRET_ACCESS_KEY"] = self.secret_key
+        # SeaweedFS puts its unix sockets and logs under the temp dir (Go's os.TempDir): names shared
+        # by every stack on the machine. Keep them in this stack's own state folder.
+        tmp = self.data_dir / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        env["TMPDIR"] = str(tmp)
         return env
 
     def command(self) -> list[str]:
@@ -375,11 +380,15 @@ class S3Service(Service):
             f"-s3.port.iceberg={iceberg}", f"-s3.port.lance={lance}",
             f"-admin.port={admin}", "-admin.ui=false", f"-s3.metricsPort={metrics}",
             "-webdav=false",
+            # Its unix sockets default to /tmp/seaweedfs-<part>-<port>.sock: this stack's own folder.
+            f"-filer.localSocket={self.data_dir / 'sock' / 'filer.sock'}",
+            f"-s3.localSocket={self.data_dir / 'sock' / 's3.sock'}",
             f"-bucket={','.join(self.buckets)}",
         ]
 
     def prepare(self) -> None:
         (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "sock").mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def is_ready(self) -> bool:
         return _http_status(f"http://127.0.0.1:{self.port}/") in (200, 403)

@@ -55,6 +55,11 @@ class StackConfig:
     api_port: int
     offline: bool = False
     durable: bool = True  # fsync and Redis persistence; off for throwaway test servers
+    # Airflow's own listeners besides the API: the scheduler's health check, and the log servers
+    # the scheduler and the triggerer start (the UI fetches a running task's log from them).
+    scheduler_health_port: int = 8974
+    worker_log_port: int = 8793
+    trigger_log_port: int = 8794
     root: Path = ROOT
     settings_file: Path = field(default_factory=lambda: ROOT / "airflow_settings.yaml")
 
@@ -75,6 +80,9 @@ class StackConfig:
             standin_port=port("STANDIN", 18765),
             api_port=port("API", 8080),
             offline=offline,
+            scheduler_health_port=port("SCHEDULER_HEALTH", 8974),
+            worker_log_port=port("WORKER_LOG", 8793),
+            trigger_log_port=port("TRIGGER_LOG", 8794),
         )
 
     @classmethod
@@ -89,6 +97,9 @@ class StackConfig:
             api_port=free_port(),
             offline=True,
             durable=False,
+            scheduler_health_port=free_port(),
+            worker_log_port=free_port(),
+            trigger_log_port=free_port(),
         )
 
     @property
@@ -201,6 +212,13 @@ def airflow_env(cfg: StackConfig, base: dict[str, str] | None = None) -> dict[st
             ),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(cfg.api_port),
+            # Every listener on a port of this stack's choosing (a second stack on the same machine
+            # must not share them), the health check on loopback. (Airflow binds its log servers
+            # to every interface; it has no setting for that.)
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(cfg.scheduler_health_port),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(cfg.worker_log_port),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(cfg.trigger_log_port),
             "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{cfg.api_port}",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{cfg.api_port}/execution/",
             "AIRFLOW__CORE__AUTH_MANAGER": (
@@ -320,9 +338,10 @@ def airflow_components(cfg: StackConfig, env: dict[str, str]) -> list[Service]:
     return [
         component("api-server", ["api-server", "--port", str(cfg.api_port), "--host", "127.0.0.1"],
                   [cfg.api_port], http_ok(health)),
-        component("scheduler", ["scheduler"], [], healthy("scheduler")),
+        component("scheduler", ["scheduler"], [cfg.scheduler_health_port, cfg.worker_log_port],
+                  healthy("scheduler")),
         component("dag-processor", ["dag-processor"], [], healthy("dag_processor")),
-        component("triggerer", ["triggerer"], [], healthy("triggerer")),
+        component("triggerer", ["triggerer"], [cfg.trigger_log_port], healthy("triggerer")),
     ]
 
 

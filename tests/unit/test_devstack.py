@@ -137,3 +137,23 @@ def test_a_pool_without_slots_is_skipped_as_the_cli_does(tmp_path):
     settings_file.write_text("airflow:\n  pools:\n    - pool_name: no_slots\n      pool_slot:\n")
 
     assert airflow_settings.load_settings(settings_file).pools["no_slots"]["slots"] == 0  # AddPools: "Skipping"
+
+
+def test_airflow_s_other_listeners_are_the_stack_s_ports_and_checked(monkeypatch, tmp_path):
+    """The scheduler's health check and the two log servers used Airflow's fixed defaults (8974,
+    8793, 8794) unchecked: a second stack collided silently. They are settings, and the components
+    that open them refuse to start on a busy port."""
+    from devstack.stack import StackConfig, airflow_components, airflow_env
+
+    monkeypatch.setenv("DEVSTACK_STATE_DIR", str(tmp_path))
+    for name, port in (("SCHEDULER_HEALTH", "19074"), ("WORKER_LOG", "19093"), ("TRIGGER_LOG", "19094")):
+        monkeypatch.setenv(f"DEVSTACK_{name}_PORT", port)
+    cfg = StackConfig.for_run(offline=True)
+    env = airflow_env(cfg, base={})
+
+    assert env["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST"] == "127.0.0.1"
+    assert env["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT"] == "19074"
+    assert (env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"], env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"]) == \
+        ("19093", "19094")
+    ports = {component.name: component.ports for component in airflow_components(cfg, env)}
+    assert ports["airflow-scheduler"] == [19074, 19093] and ports["airflow-triggerer"] == [19094]
