@@ -154,18 +154,20 @@ def download_month(month: str, url: str | None = None, manual: bool = False) -> 
                                     f"{key} left as it was")
         received = 0
         failure = None
+        gzip_check = _GzipCheck()
         try:
             with local.open("wb") as out:
                 for chunk in resp.iter_content(chunk_size=1 << 20):
                     out.write(chunk)
                     received += len(chunk)
+                    gzip_check.feed(chunk)  # while the next chunk arrives: no second pass over the file
         except requests.RequestException as exc:
             failure = f"cut off after {received:,} bytes ({type(exc).__name__})"
         promised = resp.headers.get("Content-Length")
         if failure is None and promised is not None and received != int(promised):
             failure = f"{received:,} of the {int(promised):,} bytes promised"
         if failure is None:
-            failure = _gzip_problem(local, received)
+            failure = gzip_check.problem(received)
         if failure is not None:
             # Nothing replaces the raw object unless the whole file arrived: a short body must not
             # overwrite a good month (it did, as 0 bytes, before this check).
@@ -175,29 +177,37 @@ def download_month(month: str, url: str | None = None, manual: bool = False) -> 
     return raw_key(month)
 
 
-def _gzip_problem(path: Path, size: int) -> str | None:
-    """Why the file is not one whole gzip stream (None when it is): empty, cut short (no trailer,
-    or a CRC/size mismatch), or not gzip at all. Decompresses it once, in 1 MB pieces."""
-    import zlib  # noqa: PLC0415
+class _GzipCheck:
+    """Is a byte stream one whole gzip file (or several concatenated members)? Fed as it downloads:
+    it decompresses each piece and throws the output away, so a stream cut short (no trailer),
+    corrupted (CRC or size mismatch) or not gzip at all is caught before anything uses the file."""
 
-    if size == 0:
-        return "an empty body (0 bytes)"
-    decompressor = zlib.decompressobj(wbits=31)
-    try:
-        with path.open("rb") as handle:
-            while piece := handle.read(1 << 20):
-                while piece:
-                    decompressor.decompress(piece, 1 << 20)
-                    piece = decompressor.unconsumed_tail
-                    if decompressor.eof:
-                        break
-                if decompressor.eof:
-                    break
-    except zlib.error as exc:
-        return f"not a valid gzip file ({exc})"
-    if not decompressor.eof:
-        return f"the gzip stream ends early ({size:,} bytes, no gzip trailer)"
-    return None
+    def __init__(self):
+        import zlib  # noqa: PLC0415
+
+        self._zlib = zlib
+        self._decompressor = zlib.decompressobj(wbits=31)
+        self._error: str | None = None
+
+    def feed(self, data: bytes) -> None:
+        while data and self._error is None:
+            try:
+                self._decompressor.decompress(data)
+            except self._zlib.error as exc:
+                self._error = f"not a valid gzip file ({exc})"
+                return
+            data = self._decompressor.unused_data if self._decompressor.eof else b""
+            if data:  # another gzip member follows
+                self._decompressor = self._zlib.decompressobj(wbits=31)
+
+    def problem(self, size: int) -> str | None:
+        if size == 0:
+            return "an empty body (0 bytes)"
+        if self._error is not None:
+            return self._error
+        if not self._decompressor.eof:
+            return f"the gzip stream ends early ({size:,} bytes, no gzip trailer)"
+        return None
 
 
 def _read_options():
