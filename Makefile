@@ -16,7 +16,7 @@ PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.1
                    "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { command -v "$$p"; break; }; \
                  done)
 
-.PHONY: help install run test dag airflow strava-token bench lint parse-check offline-env lock parse-times clean
+.PHONY: help install run test dag airflow strava-token bench lint parse-check offline-env lock parse-times clean credentials
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ dag: install  ## run one DAG once and print its task states (= astro run): DAG=<
 
 airflow: install  ## the Airflow CLI against the running `make run` stack, e.g. make airflow CMD="dags list"
 	$(PY) -m devstack airflow $(CMD)
+
+credentials: install  ## the local stack's logins and generated passwords (kept in .local/secrets, mode 600)
+	@$(PY) -m devstack credentials
 
 strava-token: install  ## first Strava token into Redis: CODE=<authorization code> or TOKEN_FILE=<json> (OFFLINE=1 too)
 	$(PY) -m devstack exec $(if $(filter 1 true yes,$(OFFLINE)),--offline) -- $(PY) -m include.strava_token \

@@ -4,13 +4,15 @@
     python -m devstack airflow ARGS...       the Airflow CLI against the running local stack
     python -m devstack exec [--offline] CMD  any command with the local stack's Airflow environment
     python -m devstack offline-env          rewrite .env.offline (astro dev start --env .env.offline)
+    python -m devstack credentials          the local stack's logins and generated passwords
 """
 
 import argparse
 import os
 import sys
 
-from devstack.stack import ROOT, StackConfig, airflow_env, offline_env_text, run_forever
+from devstack import credentials
+from devstack.stack import ROOT, StackConfig, airflow_env, credentials_banner, offline_env_text, run_forever
 
 
 def main() -> int:
@@ -25,7 +27,16 @@ def main() -> int:
     run_cmd.add_argument("--offline", action="store_true", help="the environment of `make run OFFLINE=1`")
     run_cmd.add_argument("args", nargs=argparse.REMAINDER)
     sub.add_parser("offline-env", help="rewrite .env.offline from .env and airflow_settings.yaml")
+    sub.add_parser("credentials", help="print the local stack's logins and generated passwords")
     args = parser.parse_args()
+    if args.command == "credentials":
+        cfg = StackConfig.for_run(offline=False)
+        if not (credentials.secrets_dir(cfg.state_dir) / credentials.FILE_NAME).exists():
+            print(f"No credentials in {credentials.secrets_dir(cfg.state_dir)} yet: `make run` generates them "
+                  "on its first start.", file=sys.stderr)
+            return 1
+        print(credentials_banner(cfg, everything=True))
+        return 0
     if args.command == "offline-env":
         (ROOT / ".env.offline").write_text(offline_env_text())
         print(f"wrote {ROOT / '.env.offline'}")

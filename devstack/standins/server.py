@@ -18,7 +18,8 @@ half-way through a body whose Content-Length - or chunked encoding - promised mo
 `empty_body` (HTTP 200 with nothing in it); on a streamed body (a TLC file) they cut the stream
 for real, at half its length or, for a stream of unknown length, after STREAM_CUT_BYTES. Other kinds
 are API-specific (Open-Meteo: `unequal_lengths`, `all_null`; TwelveData: `body_<code>` - its
-error body with HTTP 200 - and `empty`; Strava: `invalid_record`).
+error body with HTTP 200 - and `empty`; Strava: `invalid_record`). `slow_<seconds>` answers
+normally after that many seconds.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -252,6 +254,11 @@ class Handler(BaseHTTPRequestHandler):
         request.state = self.server.api_state[api.NAME]
         if self.server.state_dir is not None:
             request.state_dir = self.server.state_dir / api.NAME
+        if request.fault and request.fault.startswith("slow_"):
+            # A slow upstream (seconds before the answer starts): keeps a task running while a test
+            # injects a fault elsewhere. Kept below the clients' read timeouts, it is not an error.
+            time.sleep(float(request.fault.removeprefix("slow_")))
+            request.fault = None
         if request.fault and request.fault.startswith("http_"):
             self._send(api.error(int(request.fault.removeprefix("http_"))))
             return

@@ -49,6 +49,6 @@ def test_s3_rejects_wrong_credentials(stack):
     import pytest
 
     client = boto3.client("s3", endpoint_url=stack.cfg.s3_url, region_name="us-east-1",
-                          aws_access_key_id="local-access-key", aws_secret_access_key="wrong")
+                          aws_access_key_id=stack.cfg.credentials.s3_access_key, aws_secret_access_key="wrong")
     with pytest.raises(botocore.exceptions.ClientError):
         client.list_objects_v2(Bucket="weather-data")

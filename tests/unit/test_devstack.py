@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from devstack import settings as airflow_settings
+from devstack.credentials import load_or_create
 from devstack.services import CommandService, RedisService, ServiceError, free_port
 
 # devstack is the Docker-free stack: its server wheels are not in the Astro image.
@@ -24,7 +25,7 @@ def test_busy_port_is_an_error_naming_the_service(tmp_path):
         busy.listen()
         port = busy.getsockname()[1]
         with pytest.raises(ServiceError, match=rf"redis: port\(s\) {port} on 127.0.0.1 already in use"):
-            RedisService(tmp_path / "redis", tmp_path / "logs", port).start()
+            RedisService(tmp_path / "redis", tmp_path / "logs", port, password="unused").start()
 
 
 def test_crashing_service_reports_its_exit_and_log(tmp_path):
@@ -54,16 +55,24 @@ def test_settings_file_seeds_every_contract_name():
     assert settings.connections["open_meteo_forecast"]["host"] == "historical-forecast-api.open-meteo.com"
 
 
-def test_local_connections_repoint_services_and_offline_apis():
+def test_local_connections_repoint_services_and_offline_apis(tmp_path):
     settings = airflow_settings.load_settings(ROOT / "airflow_settings.yaml")
+    creds = load_or_create(tmp_path)
 
-    online = airflow_settings.local_connections(settings, postgres_port=1, redis_port=2, s3_port=3, standin_url=None)
+    online = airflow_settings.local_connections(settings, postgres_port=1, redis_port=2, s3_port=3, standin_url=None,
+                                                credentials=creds)
     offline = airflow_settings.local_connections(settings, postgres_port=1, redis_port=2, s3_port=3,
-                                                 standin_url="http://127.0.0.1:4")
+                                                 standin_url="http://127.0.0.1:4", credentials=creds)
 
     assert (online["warehouse_db"]["host"], online["warehouse_db"]["port"]) == ("127.0.0.1", 1)
     assert (online["redis_default"]["host"], online["redis_default"]["port"]) == ("127.0.0.1", 2)
     assert online["aws_default"]["extra"]["endpoint_url"] == "http://127.0.0.1:3"
+    # The generated credentials, not the file's examples (those stay for the Astro/Docker path).
+    assert online["warehouse_db"]["password"] == creds.warehouse_db
+    assert online["redis_default"]["password"] == creds.redis
+    assert (online["aws_default"]["login"], online["aws_default"]["password"]) == (creds.s3_access_key,
+                                                                                  creds.s3_secret_key)
+    assert settings.connections["aws_default"]["login"] == "local-access-key"
     assert online["twelvedata"]["host"] == "api.twelvedata.com"  # online: the real API
     for conn_id in ("open_meteo_archive", "open_meteo_forecast", "twelvedata", "strava", "nyc_tlc", "swapi"):
         assert (offline[conn_id]["schema"], offline[conn_id]["host"], offline[conn_id]["port"]) == \
@@ -95,7 +104,8 @@ def test_every_start_reapplies_the_file_like_astro_dev_start(stack):
         assert session.query(Pool).filter(Pool.pool == "twelvedata_api").one().slots == 1
         assert session.query(Variable).filter(Variable.key == "CHECK_DAG_DIR").one().val == "/tmp/check_dag_from_file"
         stored = session.query(Connection).filter(Connection.conn_id == "warehouse_db").one()
-        assert (stored.host, stored.port, stored.password) == ("127.0.0.1", stack.cfg.postgres_port, "warehouse")
+        assert (stored.host, stored.port, stored.password) == ("127.0.0.1", stack.cfg.postgres_port,
+                                                               stack.cfg.credentials.warehouse_db)
         session.query(Variable).filter(Variable.key == "CHECK_DAG_DIR").delete()
     assert "connection warehouse_db: updated" in report
     assert "pool twelvedata_api: updated (1 slots)" in report
@@ -155,5 +165,9 @@ def test_airflow_s_other_listeners_are_the_stack_s_ports_and_checked(monkeypatch
     assert env["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT"] == "19074"
     assert (env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"], env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"]) == \
         ("19093", "19094")
-    ports = {component.name: component.ports for component in airflow_components(cfg, env)}
-    assert ports["airflow-scheduler"] == [19074, 19093] and ports["airflow-triggerer"] == [19094]
+    components = {component.name: component for component in airflow_components(cfg, env)}
+    assert components["airflow-scheduler"].ports == [19074]
+    # Airflow's own log servers bind every interface: ours (devstack.log_server) serves both on loopback.
+    assert components["airflow-log-server"].ports == [19093, 19094]
+    assert "--skip-serve-logs" in components["airflow-scheduler"].command()
+    assert "--skip-serve-logs" in components["airflow-triggerer"].command()
