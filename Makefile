@@ -16,7 +16,7 @@ PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.1
                    "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { command -v "$$p"; break; }; \
                  done)
 
-.PHONY: help install run test dag airflow strava-token bench lint parse-check offline-env lock parse-times clean credentials
+.PHONY: help install run test dag airflow strava-token bench bench-executors lint parse-check offline-env lock parse-times clean credentials
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,8 +36,8 @@ $(VENV)/.synced: requirements-dev.lock | $(UV)
 
 install: $(VENV)/.synced  ## create/update .venv from requirements-dev.lock (pinned, reproducible)
 
-run: install  ## start the whole local stack (Airflow + Postgres, Redis, S3); OFFLINE=1 uses API stand-ins
-	$(PY) -m devstack run $(if $(filter 1 true yes,$(OFFLINE)),--offline)
+run: install  ## start the whole local stack (Airflow + Postgres, Redis, S3); OFFLINE=1 uses API stand-ins; EXECUTOR=celery [WORKERS=2]
+	DEVSTACK_EXECUTOR="$(EXECUTOR)" DEVSTACK_WORKERS="$(WORKERS)" $(PY) -m devstack run $(if $(filter 1 true yes,$(OFFLINE)),--offline)
 
 test: install lint parse-check  ## lint, astro parse check, then the whole suite against throwaway real servers
 	$(PY) -m pytest
@@ -62,6 +62,9 @@ credentials: install  ## the local stack's logins and generated passwords (kept 
 strava-token: install  ## first Strava token into Redis: CODE=<authorization code> or TOKEN_FILE=<json> (OFFLINE=1 too)
 	$(PY) -m devstack exec $(if $(filter 1 true yes,$(OFFLINE)),--offline) -- $(PY) -m include.strava_token \
 	    $(if $(CODE),--code "$(CODE)") $(if $(TOKEN_FILE),--token-file "$(TOKEN_FILE)")
+
+bench-executors: install  ## the same batch of runs on LocalExecutor, Celery x1 and Celery x2: wall times and ratios
+	$(PY) -m devstack.bench_executors
 
 bench: install  ## NYC taxi load benchmark against raw COPY and pandas to_sql (ROWS=2000000)
 	$(PY) -m devstack.bench_nyc_taxi --rows $(or $(ROWS),2000000)

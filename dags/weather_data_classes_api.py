@@ -4,7 +4,7 @@ classic operators (lab 12). The same pipeline in TaskFlow style: weather_data_ta
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG
 
-from include.dag_defaults import DEFAULT_ARGS
+from include.dag_defaults import DEFAULT_ARGS, LOCAL_FILES_QUEUE
 from include.weather import extract_and_clip_operators, weather_params, write_csv_file
 
 with DAG(
@@ -29,5 +29,8 @@ travels between tasks as XCom, which the object-storage backend keeps in `airflo
         task_id="load_csv_file",
         python_callable=write_csv_file,
         op_kwargs={"rows": transform_clip_temperatures.output},  # dag_run comes from the task context
+        # A file on the writing worker's disk: under Celery always the worker serving LOCAL_FILES_QUEUE,
+        # so every run's CSV is in one place (weather_data_s3 writes to S3 instead).
+        queue=LOCAL_FILES_QUEUE,
     )
     transform_clip_temperatures >> load_csv_file

@@ -2,7 +2,7 @@
 
 from airflow.sdk import dag, task
 
-from include.dag_defaults import DEFAULT_ARGS
+from include.dag_defaults import DEFAULT_ARGS, LOCAL_FILES_QUEUE
 from include.open_meteo import fetch_hourly_temperatures
 from include.weather import clip_temperatures, weather_params, write_csv_file
 
@@ -32,7 +32,9 @@ def weather_data_taskflow_api():
     def transform_clip_temperatures(hourly: dict) -> dict:
         return clip_temperatures(hourly)
 
-    @task
+    # The CSV is a file on the disk of the worker that writes it: under Celery, always the one that
+    # serves LOCAL_FILES_QUEUE, so every run's file is in one place (weather_data_s3 writes to S3).
+    @task(queue=LOCAL_FILES_QUEUE)
     def load_csv_file(rows: dict, dag_run=None) -> str:
         return write_csv_file(rows, dag_run)
 

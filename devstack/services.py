@@ -38,10 +38,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def port_in_use(port: int) -> bool:
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        return sock.connect_ex((host, port)) == 0
 
 
 def _package_dir(module: str) -> Path:
@@ -122,20 +122,23 @@ class Service:
     start_timeout = 60.0
     umask = -1  # the child's umask; -1: inherit ours (0o077: every file it creates is its owner's alone)
     pgid: int | None = None  # the process group of the last start
+    host = "127.0.0.1"  # the address its ports are on
     started_at: float = 0.0  # wall clock of the last start
+    log_offset = 0  # size of its log file at the last start
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        busy = [port for port in self.ports if port_in_use(port)]
+        busy = [port for port in self.ports if port_in_use(port, self.host)]
         if busy:
             raise ServiceError(
-                f"{self.name}: port(s) {', '.join(map(str, busy))} on 127.0.0.1 already in use. "
+                f"{self.name}: port(s) {', '.join(map(str, busy))} on {self.host} already in use. "
                 "Stop whatever listens there or choose other ports (see README, Troubleshooting)."
             )
         self.prepare()
         self.started_at = time.time()
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed on stop
         self.proc = subprocess.Popen(
             self.command(),
@@ -189,6 +192,15 @@ class Service:
                 return f"was killed by signal {-code}"
         return f"exited with code {code}"
 
+    def log_since_start(self) -> str:
+        """What the process wrote to its log since its last start."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self.log_offset)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
+
     def last_log_line(self) -> str:
         lines = [line for line in _log_tail(self.log_path, 40).splitlines() if line.strip()]
         return lines[-1].strip()[:300] if lines else ""
@@ -211,7 +223,7 @@ class Service:
 
     def wait_ports_free(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(port_in_use(port) for port in self.ports):
+        while time.monotonic() < deadline and any(port_in_use(port, self.host) for port in self.ports):
             time.sleep(0.2)
 
     def stop(self, timeout: float = 20.0) -> None:
@@ -762,8 +774,10 @@ class CommandService(Service):
     """Any long-running command (API stand-ins, Airflow components) with an HTTP or custom probe."""
 
     def __init__(self, name: str, cmd: list[str], data_dir, log_dir, ports: Sequence[int],
-                 env: dict[str, str], ready: Callable[[], bool], start_timeout: float = 90.0):
+                 env: dict[str, str], ready: Callable[[], bool], start_timeout: float = 90.0,
+                 host: str = "127.0.0.1"):
         self.name = name
+        self.host = host
         super().__init__(data_dir, log_dir, ports)
         self._cmd = cmd
         self._env = env

@@ -65,6 +65,11 @@ class StackConfig:
     scheduler_health_port: int = 8974
     worker_log_port: int = 8793
     trigger_log_port: int = 8794
+    # LocalExecutor (as `astro dev start`), or CeleryExecutor with `workers` workers (as Astro runs
+    # tasks) and flower on flower_port.
+    executor: str = "local"
+    workers: int = 2
+    flower_port: int = 5555
     root: Path = ROOT
     settings_file: Path = field(default_factory=lambda: ROOT / "airflow_settings.yaml")
 
@@ -88,23 +93,31 @@ class StackConfig:
             scheduler_health_port=port("SCHEDULER_HEALTH", 8974),
             worker_log_port=port("WORKER_LOG", 8793),
             trigger_log_port=port("TRIGGER_LOG", 8794),
+            executor=executor_mode(os.environ.get("DEVSTACK_EXECUTOR") or "local"),
+            workers=worker_count(os.environ.get("DEVSTACK_WORKERS") or "2"),
+            flower_port=port("FLOWER", 5555),
         )
 
     @classmethod
     def for_tests(cls, state_dir: Path) -> StackConfig:
+        # Distinct ports: free_port() alone may hand out one twice (nothing holds it in between).
+        s3_internal = _internal_s3_ports()
+        postgres, redis, s3, standin, api, health, worker_log, trigger_log, flower = _distinct_free_ports(
+            9, taken={*s3_internal, s3_internal[9] + 10000})
         return cls(
             state_dir=state_dir,
-            postgres_port=free_port(),
-            redis_port=free_port(),
-            s3_port=free_port(),
-            s3_internal_ports=_internal_s3_ports(),
-            standin_port=free_port(),
-            api_port=free_port(),
+            postgres_port=postgres,
+            redis_port=redis,
+            s3_port=s3,
+            s3_internal_ports=s3_internal,
+            standin_port=standin,
+            api_port=api,
             offline=True,
             durable=False,
-            scheduler_health_port=free_port(),
-            worker_log_port=free_port(),
-            trigger_log_port=free_port(),
+            scheduler_health_port=health,
+            worker_log_port=worker_log,
+            trigger_log_port=trigger_log,
+            flower_port=flower,
         )
 
     @property
@@ -160,12 +173,58 @@ class StackConfig:
         return airflow_settings.sqlalchemy_url(role, password, self.postgres_port, database)
 
 
+EXECUTORS = {"local": "LocalExecutor", "celery": "airflow.providers.celery.executors.celery_executor.CeleryExecutor"}
+CELERY_BROKER_DB = 1  # Redis database of the Celery queue; the Strava token lives in db 0
+# make run's Celery workers: the first one also serves the virtualenv tasks (their caches stay warm)
+# and the tasks that share local files (include/dag_defaults.py LOCAL_FILES_QUEUE).
+VENV_QUEUE, LOCAL_FILES_QUEUE = "venv", "local-files"
+
+
+def executor_mode(value: str) -> str:
+    mode = value.strip().lower()
+    if mode not in EXECUTORS:
+        raise ServiceError(f"EXECUTOR={value!r}: choose one of {', '.join(EXECUTORS)}")
+    return mode
+
+
+def worker_count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 16:
+        raise ServiceError(f"WORKERS={value!r}: a number of Celery workers from 1 to 16")
+    return count
+
+
+def worker_address(index: int) -> str:
+    """Celery worker i's own loopback address (127.0.0.2, .3, ...): its hostname label, and where its
+    log server listens - on the same port as every other worker's, as on separate machines."""
+    return f"127.0.0.{index + 1}"
+
+
+def default_slots() -> int:
+    """Task slots for this machine: LocalExecutor parallelism and each Celery worker's concurrency.
+    Airflow's default (32 LocalExecutor processes, ~135 MB each, all started at once) is sized for a
+    server; 4 per core is enough to keep a laptop's cores busy with these I/O-bound tasks."""
+    return max(4, 4 * (os.cpu_count() or 1))
+
+
+def _distinct_free_ports(count: int, taken: set[int] = frozenset()) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports and port not in taken:
+            ports.append(port)
+    return ports
+
+
 def _internal_s3_ports() -> list[int]:
-    """11 free ports for SeaweedFS; the admin one (10th) low enough that it + 10000 (its worker's gRPC
-    port) is a free port too."""
-    ports = [free_port() for _ in range(11)]
+    """11 distinct free ports for SeaweedFS; the admin one (10th) low enough that it + 10000 (its
+    worker's gRPC port) is a free port too."""
+    ports = _distinct_free_ports(11)
     while ports[9] + 10000 > 65535 or port_in_use(ports[9] + 10000):
-        ports[9] = free_port()
+        ports[9] = _distinct_free_ports(1, taken=set(ports))[0]
     return ports
 
 
@@ -229,7 +288,7 @@ def airflow_env(cfg: StackConfig, base: dict[str, str] | None = None) -> dict[st
             "AIRFLOW__CORE__DAGS_FOLDER": str(cfg.root / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(cfg.root / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": EXECUTORS[cfg.executor],
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_settings.sqlalchemy_url(
                 user, password, cfg.postgres_port, database
             ),
@@ -270,6 +329,26 @@ def airflow_env(cfg: StackConfig, base: dict[str, str] | None = None) -> dict[st
     )
     if cfg.offline:
         env.update(OFFLINE_VALUES)
+    # Sized for the machine unless .env/.env.local/the caller says otherwise (README, "Executors").
+    env.setdefault("AIRFLOW__CORE__PARALLELISM", str(default_slots()))
+    if cfg.executor == "celery":
+        creds = cfg.credentials
+        airflow_db, airflow_role, airflow_password = cfg.airflow_database()
+        env.update({
+            # Valkey (already running) is the broker, the metadata Postgres the result backend - as
+            # lab 12's deployment and Astro's Celery executor do.
+            "AIRFLOW__CELERY__BROKER_URL":
+                f"redis://:{quote(creds.redis, safe='')}@127.0.0.1:{cfg.redis_port}/{CELERY_BROKER_DB}",
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + airflow_settings.sqlalchemy_url(
+                airflow_role, airflow_password, cfg.postgres_port, airflow_db).replace("+psycopg2", ""),
+            "AIRFLOW__CELERY__FLOWER_HOST": "127.0.0.1",
+            "AIRFLOW__CELERY__FLOWER_PORT": str(cfg.flower_port),
+            # flower can revoke tasks and shut workers down: never without a login.
+            "AIRFLOW__CELERY__FLOWER_BASIC_AUTH": f"{UI_USER}:{creds.ui_admin}",
+            "VENV_TASK_QUEUE": VENV_QUEUE,
+            "LOCAL_FILES_QUEUE": LOCAL_FILES_QUEUE,
+        })
+        env.setdefault("AIRFLOW__CELERY__WORKER_CONCURRENCY", str(default_slots()))
     return env
 
 
@@ -356,7 +435,10 @@ def start_services(cfg: StackConfig) -> list[Service]:
 
 def stop_all(services: list[Service]) -> None:
     for service in reversed(services):
+        started = time.monotonic()
         service.stop()
+        if time.monotonic() - started > 3:
+            print(f"  stopped {service.name} ({time.monotonic() - started:.0f}s)", flush=True)
 
 
 def _airflow(env: dict[str, str], *args: str, what: str) -> None:
@@ -432,6 +514,39 @@ def airflow_components(cfg: StackConfig, env: dict[str, str]) -> list[Service]:
         holder.append(component(name, args, ports, healthy(part, holder)))
         return holder[0]
 
+    def celery_worker(index: int) -> list[Service]:
+        """Worker i as if on a machine of its own: its own address (hostname label and log server),
+        working directory, temp dir and uv cache; the first one also serves the virtualenv tasks'
+        queue, so their venvs and uv cache stay warm there."""
+        address, name = worker_address(index), f"worker-{index}"
+        home = cfg.state_dir / "workers" / name
+        (home / "tmp").mkdir(parents=True, exist_ok=True)
+        worker_env = env | {"DEVSTACK_HOSTNAME": address, "TMPDIR": str(home / "tmp"),
+                            "UV_CACHE_DIR": str(home / "uv-cache")}
+        queues = f"default,{VENV_QUEUE},{LOCAL_FILES_QUEUE}" if index == 1 else "default"
+        celery_name = f"{name}@devstack"
+        holder: list[Service] = []
+
+        def ready() -> bool:  # Celery logs "<name> ready." once it consumes from the broker
+            return f"{celery_name} ready." in holder[0].log_since_start()
+
+        holder.append(CommandService(
+            f"airflow-{name}", [sys.executable, "-m", "airflow", "celery", "worker", "--celery-hostname", celery_name,
+                                "--queues", queues, "--skip-serve-logs"],
+            home, cfg.log_dir, [], env=worker_env, ready=ready, start_timeout=180))
+        logs = CommandService(
+            f"airflow-{name}-logs", [sys.executable, "-m", "devstack.log_server", "--host", address,
+                                     str(cfg.worker_log_port)],
+            home, cfg.log_dir, [cfg.worker_log_port], env=worker_env, host=address,
+            ready=lambda: port_in_use(cfg.worker_log_port, address))
+        return [logs, holder[0]]
+
+    celery = []
+    if cfg.executor == "celery":
+        for index in range(1, cfg.workers + 1):
+            celery += celery_worker(index)
+        celery.append(component("flower", ["celery", "flower"], [cfg.flower_port],
+                                lambda: port_in_use(cfg.flower_port)))
     return [
         component("api-server", ["api-server", "--port", str(cfg.api_port), "--host", "127.0.0.1"],
                   [cfg.api_port], http_ok(health)),
@@ -442,6 +557,7 @@ def airflow_components(cfg: StackConfig, env: dict[str, str]) -> list[Service]:
         watched("scheduler", ["scheduler", "--skip-serve-logs"], [cfg.scheduler_health_port], "scheduler"),
         watched("dag-processor", ["dag-processor"], [], "dag_processor"),
         watched("triggerer", ["triggerer", "--skip-serve-logs"], [], "triggerer"),
+        *celery,
     ]
 
 
@@ -464,6 +580,8 @@ def supervise(cfg: StackConfig, running: list[Service]) -> Supervisor:
             supervisor.add(service, liveness=True)
         elif service is api_server:
             supervisor.add(service, needs=[postgres])
+        elif service.name.startswith(("airflow-worker-", "airflow-flower")):  # the broker too
+            supervisor.add(service, needs=[postgres, by_name["redis"], *([api_server] if api_server else [])])
         else:
             supervisor.add(service, needs=[postgres, *([api_server] if api_server else [])])
     return supervisor
@@ -471,7 +589,11 @@ def supervise(cfg: StackConfig, running: list[Service]) -> Supervisor:
 
 def run_forever(offline: bool) -> int:
     """`make run`: start everything, print where it is, wait for Ctrl-C, stop everything."""
-    cfg = StackConfig.for_run(offline)
+    try:
+        cfg = StackConfig.for_run(offline)
+    except ServiceError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr, flush=True)
+        return 2
     started_at = time.monotonic()
     running: list[Service] = []
     stop_requested = ""
@@ -486,6 +608,8 @@ def run_forever(offline: bool) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)
     mode = ", OFFLINE: APIs answered by stand-ins" if offline else ""
+    if cfg.executor == "celery":
+        mode += f", CeleryExecutor with {cfg.workers} worker(s)"
     print(f"Starting the local stack (state in {cfg.state_dir}{mode})", flush=True)
     try:
         running += start_services(cfg)
@@ -502,7 +626,10 @@ def run_forever(offline: bool) -> int:
             f"  S3            {cfg.s3_url}   redis 127.0.0.1:{cfg.redis_port}\n"
             f"  API stand-ins {cfg.standin_url}{'' if offline else ' (not used: OFFLINE=1 to use them)'}\n"
             f"  logs          {cfg.log_dir}\n"
-            f"{credentials_banner(cfg)}\n"
+            + (f"  flower        http://127.0.0.1:{cfg.flower_port}  (Celery workers "
+               f"{', '.join(f'worker-{i}@devstack' for i in range(1, cfg.workers + 1))}; the UI's login)\n"
+               if cfg.executor == "celery" else "")
+            + f"{credentials_banner(cfg)}\n"
             "Press Ctrl-C to stop every process started here.",
             flush=True,
         )

@@ -171,3 +171,58 @@ def test_airflow_s_other_listeners_are_the_stack_s_ports_and_checked(monkeypatch
     assert components["airflow-log-server"].ports == [19093, 19094]
     assert "--skip-serve-logs" in components["airflow-scheduler"].command()
     assert "--skip-serve-logs" in components["airflow-triggerer"].command()
+
+
+def test_celery_mode_adds_workers_of_their_own_and_flower(monkeypatch, tmp_path):
+    """make run EXECUTOR=celery WORKERS=2: Valkey broker (its own database), metadata-DB result backend,
+    flower behind a login, and per worker an address, folder and log server of its own; worker-1
+    alone serves the venv and local-files queues."""
+    from devstack.stack import StackConfig, airflow_components, airflow_env
+
+    monkeypatch.setenv("DEVSTACK_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("DEVSTACK_EXECUTOR", "celery")
+    monkeypatch.setenv("DEVSTACK_WORKERS", "2")
+    cfg = StackConfig.for_run(offline=True)
+    env = airflow_env(cfg, base={})
+
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "airflow.providers.celery.executors.celery_executor.CeleryExecutor"
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://:")
+    assert env["AIRFLOW__CELERY__BROKER_URL"].endswith(f"@127.0.0.1:{cfg.redis_port}/1")
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://airflow:")
+    assert env["AIRFLOW__CELERY__FLOWER_BASIC_AUTH"] == f"admin:{cfg.credentials.ui_admin}"
+    components = {c.name: c for c in airflow_components(cfg, env)}
+    workers = {name: c for name, c in components.items() if name.startswith("airflow-worker-")}
+    assert set(workers) == {"airflow-worker-1", "airflow-worker-1-logs", "airflow-worker-2", "airflow-worker-2-logs"}
+    assert "airflow-flower" in components
+    first, second = workers["airflow-worker-1"], workers["airflow-worker-2"]
+    assert first.env()["DEVSTACK_HOSTNAME"] == "127.0.0.2" and second.env()["DEVSTACK_HOSTNAME"] == "127.0.0.3"
+    assert first.data_dir != second.data_dir and first.env()["TMPDIR"] != second.env()["TMPDIR"]
+    assert first.command()[first.command().index("--queues") + 1] == "default,venv,local-files"
+    assert second.command()[second.command().index("--queues") + 1] == "default"
+    assert workers["airflow-worker-2-logs"].host == "127.0.0.3"
+    assert workers["airflow-worker-2-logs"].ports == [cfg.worker_log_port]
+
+
+def test_task_slots_are_sized_for_the_machine_unless_set(monkeypatch, tmp_path):
+    """Airflow's 32 LocalExecutor processes (~135 MB each) are for a server; .env(.local) still wins."""
+    import os
+
+    from devstack.stack import StackConfig, airflow_env, default_slots
+
+    monkeypatch.setenv("DEVSTACK_STATE_DIR", str(tmp_path))
+    cfg = StackConfig.for_run(offline=True)
+
+    assert airflow_env(cfg, base={})["AIRFLOW__CORE__PARALLELISM"] == str(max(4, 4 * os.cpu_count()))
+    assert default_slots() < 32 or os.cpu_count() >= 8
+    assert airflow_env(cfg, base={"AIRFLOW__CORE__PARALLELISM": "16"})["AIRFLOW__CORE__PARALLELISM"] == "16"
+
+
+@pytest.mark.parametrize("variable, value, message", [("DEVSTACK_EXECUTOR", "kubernetes", "EXECUTOR='kubernetes'"),
+                                                      ("DEVSTACK_WORKERS", "0", "WORKERS='0'")])
+def test_a_wrong_executor_setting_is_named(monkeypatch, tmp_path, variable, value, message):
+    from devstack.stack import StackConfig
+
+    monkeypatch.setenv("DEVSTACK_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ServiceError, match=message):
+        StackConfig.for_run(offline=True)
