@@ -87,11 +87,8 @@ def interval_key(daily: dict) -> str:
 def write_interval_csv_to_s3(daily: dict, bucket: str = WEATHER_BUCKET, conn_id: str = S3_CONN_ID) -> str:
     """One CSV per interval, keyed by its days: a re-run or backfill of the week overwrites it."""
     import pandas as pd  # noqa: PLC0415
-    from airflow.sdk import ObjectStoragePath  # noqa: PLC0415
+
+    from include.object_storage import write_object  # noqa: PLC0415
 
     frame = pd.DataFrame({column: daily[column] for column in DAILY_COLUMNS})
-    key = interval_key(daily)
-    ObjectStoragePath(f"s3://{conn_id}@{bucket}/{key}").write_bytes(
-        frame.to_csv(index=False, lineterminator="\n").encode()
-    )
-    return f"s3://{bucket}/{key}"
+    return write_object(frame.to_csv(index=False, lineterminator="\n").encode(), bucket, interval_key(daily), conn_id)

@@ -135,9 +135,6 @@ def write_csv_object(rows: dict[str, list], dag_run, bucket: str = WEATHER_BUCKE
     """Upload the CSV to `s3://<bucket>/hourly_temperature/<run stamp>.csv` through Airflow's
     object storage. One PUT of the whole body: the object appears complete or not at all, and a
     re-run overwrites the same key."""
-    from airflow.sdk import ObjectStoragePath  # noqa: PLC0415
+    from include.object_storage import write_object  # noqa: PLC0415
 
-    stamp = run_stamp(dag_run)
-    path = ObjectStoragePath(f"s3://{conn_id}@{bucket}/{s3_key(stamp)}")
-    path.write_bytes(to_csv_bytes(rows))
-    return f"s3://{bucket}/{s3_key(stamp)}"
+    return write_object(to_csv_bytes(rows), bucket, s3_key(run_stamp(dag_run)), conn_id)

@@ -1,13 +1,21 @@
 """Servers that stop answering: a paused (SIGSTOP) Redis or S3 fails the call within a bounded
 time - instead of holding a worker slot for minutes or forever - with a message that names the
-service. (Not yet bounded: s3fs's PUT to a paused S3 waits past its read timeout; see README.)"""
+service (and for S3 the object). Pyarrow's reads, and object storage (ObjectStoragePath, through s3fs)
+writes small and large and reads, all fail within about a minute - include/object_storage.py says why
+s3fs needed help - while an upload slower than the read timeout, but moving, still completes. Each S3
+call runs under a guard thread, so a regression fails the test instead of hanging the suite."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
+import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 
@@ -49,3 +57,121 @@ def test_a_paused_s3_fails_a_bulk_read_in_bounded_time(stack):
 
     assert elapsed < 150, elapsed
     assert "timeout" in str(raised.value).lower() or "timed out" in str(raised.value).lower(), repr(raised.value)
+
+
+
+def _within(seconds: float, call):
+    """(elapsed, exception) of call(), run in a thread. A call still running after `seconds` fails
+    the test instead of hanging the suite (the thread ends by itself once the server resumes)."""
+    outcome = {}
+
+    def run():
+        started = time.monotonic()
+        try:
+            call()
+        except BaseException as exc:  # the test judges it
+            outcome["error"] = exc
+        outcome["elapsed"] = time.monotonic() - started
+
+    thread = threading.Thread(target=run, daemon=True, name="s3-call-under-test")
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"the S3 call still hangs after {seconds:.0f} s (guard)", pytrace=False)
+    return outcome["elapsed"], outcome.get("error")
+
+
+def _run(*moment) -> SimpleNamespace:
+    return SimpleNamespace(logical_date=datetime(*moment, tzinfo=UTC), run_after=None, run_id="faults")
+
+
+# aws_default: connect_timeout 5 s, read_timeout 10 s, 2 attempts - about 25 s for a call to a hung S3.
+BOUND_S = 60
+
+
+def test_a_paused_s3_fails_an_object_storage_write_in_bounded_time_naming_the_key(stack):
+    from include.strava import write_raw_activities
+
+    with _paused("s3"):
+        elapsed, error = _within(120, lambda: write_raw_activities([{"id": 1}], _run(2031, 5, 6, 7, 8, 9)))
+
+    assert error is not None, f"the write succeeded against a paused S3 in {elapsed:.0f} s"
+    assert elapsed < BOUND_S, (elapsed, error)
+    assert "S3 (connection aws_default at http://127.0.0.1:" in str(error), repr(error)
+    assert "writing s3://lifedata/stravaact/20310506T070809.json" in str(error), repr(error)
+
+
+def test_a_paused_s3_fails_a_large_object_storage_write_in_bounded_time(stack):
+    """20 MB fills the socket buffers of a server that does not read: the write stalls, not the answer."""
+    from include.object_storage import write_object
+
+    data = os.urandom(20 << 20)
+    with _paused("s3"):
+        elapsed, error = _within(120, lambda: write_object(data, "lifedata", "faults/large-paused.bin"))
+
+    assert error is not None, f"the write succeeded against a paused S3 in {elapsed:.0f} s"
+    assert elapsed < BOUND_S, (elapsed, error)
+    assert "writing s3://lifedata/faults/large-paused.bin" in str(error), repr(error)
+
+
+def test_a_paused_s3_fails_an_object_storage_read_in_bounded_time_naming_the_key(stack):
+    from include.strava import read_raw_activities, write_raw_activities
+
+    key = write_raw_activities([{"id": 2}], _run(2031, 5, 7))
+    with _paused("s3"):
+        elapsed, error = _within(120, lambda: read_raw_activities(key))
+
+    assert error is not None, f"the read succeeded against a paused S3 in {elapsed:.0f} s"
+    assert elapsed < BOUND_S, (elapsed, error)
+    assert f"reading s3://lifedata/{key}" in str(error), repr(error)
+    assert read_raw_activities(key) == [{"id": 2}]  # and S3, once back, answers on the same filesystem
+
+
+def _slow_proxy(upstream: tuple[str, int], bytes_per_s: int) -> tuple[str, int]:
+    """A TCP proxy that reads what the client sends at bytes_per_s (a slow uplink) and passes the
+    answers back at full speed. Its threads end with their connections."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def pump(src, dst, rate):
+        try:
+            while chunk := src.recv(16384):
+                dst.sendall(chunk)
+                if rate:
+                    time.sleep(len(chunk) / rate)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def serve():
+        while True:
+            client, _ = listener.accept()
+            server = socket.create_connection(upstream)
+            threading.Thread(target=pump, args=(client, server, bytes_per_s), daemon=True).start()
+            threading.Thread(target=pump, args=(server, client, None), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True, name="slow-s3-proxy").start()
+    return listener.getsockname()[:2]
+
+
+def test_a_large_object_storage_write_slower_than_the_read_timeout_is_not_cut_short(stack, monkeypatch):
+    """The bound is on silence, not on duration: 20 MB through a ~1 MB/s uplink takes twice the
+    connection's read_timeout and still lands whole."""
+    from urllib.parse import urlsplit
+
+    from include.object_storage import write_object
+
+    conn = json.loads(os.environ["AIRFLOW_CONN_AWS_DEFAULT"])
+    s3 = urlsplit(conn["extra"]["endpoint_url"])
+    host, port = _slow_proxy((s3.hostname, s3.port), bytes_per_s=1 << 20)
+    conn["extra"] = {**conn["extra"], "endpoint_url": f"http://{host}:{port}"}
+    monkeypatch.setenv("AIRFLOW_CONN_SLOW_S3", json.dumps(conn))
+    data = os.urandom(20 << 20)
+
+    elapsed, error = _within(120, lambda: write_object(data, "lifedata", "faults/large-slow.bin", conn_id="slow_s3"))
+
+    assert error is None, repr(error)
+    assert elapsed > 1.5 * conn["extra"]["config_kwargs"]["read_timeout"], elapsed
+    assert stack.get_object("lifedata", "faults/large-slow.bin") == data
