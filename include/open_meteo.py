@@ -140,19 +140,20 @@ def local_day_bounds(first_day: str | date, last_day: str | date, zone: ZoneInfo
     return start, datetime(after.year, after.month, after.day, tzinfo=zone).astimezone(UTC)
 
 
-def fetch_utc_hours(conn_id: str, endpoint: str, latitude: float, longitude: float, start: datetime, end: datetime,
-                    variable: str, session=None) -> tuple[list[datetime], list]:
-    """Hourly values of `variable` for the UTC instants in [start, end), asked for in GMT so that
-    no offset is applied by the API. Checks that the answer is GMT and one row per hour."""
+def fetch_utc_hourly(conn_id: str, endpoint: str, latitude: float, longitude: float, start: datetime, end: datetime,
+                     variables: list[str], session=None) -> tuple[list[datetime], dict[str, list]]:
+    """Hourly values of each of `variables` for the UTC instants in [start, end), in one request asked
+    for in GMT so that no offset is applied by the API. Checks that the answer is GMT and one row per
+    hour. Returns (instants, {variable: values})."""
     last = end - timedelta(hours=1)
     params = {"latitude": latitude, "longitude": longitude, "start_date": start.date().isoformat(),
-              "end_date": last.date().isoformat(), "hourly": variable, "timezone": "GMT"}
+              "end_date": last.date().isoformat(), "hourly": ",".join(variables), "timezone": "GMT"}
     payload = _request_json(conn_id, endpoint, params, session)
     if payload.get("utc_offset_seconds") != 0:
         raise OpenMeteoBadResponse(f"Open-Meteo {endpoint} answered with utc_offset_seconds "
                                    f"{payload.get('utc_offset_seconds')!r} to a request for GMT: "
                                    "its times cannot be placed")
-    series = _series(payload, "hourly", [variable], endpoint)
+    series = _series(payload, "hourly", list(variables), endpoint)
     try:
         moments = [datetime.fromisoformat(t).replace(tzinfo=UTC) for t in series["time"]]
     except (TypeError, ValueError):
@@ -160,15 +161,24 @@ def fetch_utc_hours(conn_id: str, endpoint: str, latitude: float, longitude: flo
                                    f"{series['time'][:2]!r}") from None
     if any(b - a != timedelta(hours=1) for a, b in zip(moments, moments[1:], strict=False)):
         raise OpenMeteoBadResponse(f"Open-Meteo {endpoint} returned hours that are not consecutive")
-    kept = [(m, v) for m, v in zip(moments, series[variable], strict=True) if start <= m < end]
+    kept = [i for i, m in enumerate(moments) if start <= m < end]
     expected = int((end - start) / timedelta(hours=1))
     if len(kept) != expected:
         raise OpenMeteoBadResponse(f"Open-Meteo {endpoint} returned {len(kept)} of the {expected} hours from "
                                    f"{start.isoformat()} to {end.isoformat()}")
-    if all(v is None for _, v in kept):
-        raise OpenMeteoBadResponse(f"Open-Meteo {endpoint} returned only null {variable} values ({len(kept)} rows) "
-                                   "for the hours asked: no data for that place and period yet")
-    return [m for m, _ in kept], [v for _, v in kept]
+    values = {name: [series[name][i] for i in kept] for name in variables}
+    for name in variables:
+        if all(v is None for v in values[name]):
+            raise OpenMeteoBadResponse(f"Open-Meteo {endpoint} returned only null {name} values ({len(kept)} rows) "
+                                       "for the hours asked: no data for that place and period yet")
+    return [moments[i] for i in kept], values
+
+
+def fetch_utc_hours(conn_id: str, endpoint: str, latitude: float, longitude: float, start: datetime, end: datetime,
+                    variable: str, session=None) -> tuple[list[datetime], list]:
+    """Hourly values of one `variable` for the UTC instants in [start, end) (see fetch_utc_hourly)."""
+    moments, values = fetch_utc_hourly(conn_id, endpoint, latitude, longitude, start, end, [variable], session)
+    return moments, values[variable]
 
 
 def fetch_hourly_temperatures(latitude: float, longitude: float, start_date: str | date, end_date: str | date,

@@ -37,7 +37,11 @@ FORECAST_FIRST_DAY = date(2022, 1, 1)
 # Reanalysis reaches the present with about 5 days' delay (api-facts); later hours come back null.
 ARCHIVE_DELAY_DAYS = 5
 
-HOURLY_VARIABLES = {"temperature_2m": "°C"}
+# precipitation: "Total precipitation (rain, showers, snow) sum of the preceding hour", mm - the
+# archive API's hourly variable as documented (open-meteo.com/en/docs/historical-weather-api,
+# "Hourly Parameter Definition": valid time "Preceding hour sum", unit mm); the value labelled
+# 10:00 fell from 09:00 to 10:00. temperature_2m is instant (the value at the hour).
+HOURLY_VARIABLES = {"temperature_2m": "°C", "precipitation": "mm"}
 DAILY_VARIABLES = {"temperature_2m_max": "°C", "temperature_2m_min": "°C"}
 
 RATE_LIMIT_REASON = "Minutely API request limit exceeded. Please try again in one minute."
@@ -83,6 +87,25 @@ def temperature(latitude: float, longitude: float, moment: datetime, model: str 
     weather = 4.0 * _noise(model, round(latitude, 2), round(longitude, 2), solar_day)
     jitter = 0.8 * _noise(model, round(latitude, 2), round(longitude, 2), moment.strftime("%Y-%m-%dT%H:%M"))
     return round(mean + seasonal + diurnal + weather + jitter, 1)
+
+
+def precipitation(latitude: float, longitude: float, moment: datetime, model: str = "era5") -> float:
+    """Precipitation (mm, one decimal) of the hour that ENDS at the UTC instant `moment`: dry on
+    about 70% of (solar) days, on the wet ones rain in about 40% of the hours - some 1,200 mm a year,
+    about New York's. Deterministic, the same whatever zone the answer is labelled in."""
+    moment = moment.astimezone(UTC)
+    place = (model, round(latitude, 2), round(longitude, 2))
+    solar_day = (moment - timedelta(minutes=30) + timedelta(hours=longitude / 15.0)).date().isoformat()
+    wetness = _noise(*place, "wet", solar_day)
+    if wetness < 0.4:
+        return 0.0
+    shower = _noise(*place, "rain", moment.strftime("%Y-%m-%dT%H:%M"))
+    if shower < 0.2:
+        return 0.0
+    return round(0.1 + 2.0 * ((shower - 0.2) / 0.8) ** 2 * (1 + 2 * (wetness - 0.4)), 1)
+
+
+HOURLY_MODELS = {"temperature_2m": temperature, "precipitation": precipitation}
 
 
 def today(config: dict) -> date:
@@ -203,10 +226,10 @@ def _handle(request):
         """The UTC instant the label `day`T`hour`:00 stands for, at the response's fixed offset."""
         return datetime(day.year, day.month, day.day, hour, tzinfo=UTC) - offset
 
-    def value(moment: datetime) -> float | None:
+    def value(moment: datetime, name: str = "temperature_2m") -> float | None:
         if available_until is not None and moment >= available_until:
             return None
-        return temperature(latitude, longitude, moment, model)
+        return HOURLY_MODELS[name](latitude, longitude, moment, model)
 
     if hourly:
         labels = [(d, hour) for d in days for hour in range(24)]
@@ -214,7 +237,7 @@ def _handle(request):
         times = ([int(m.timestamp()) for m in moments] if unixtime
                  else [f"{d.isoformat()}T{hour:02d}:00" for d, hour in labels])
         payload["hourly_units"] = {"time": time_unit, **{n: HOURLY_VARIABLES[n] for n in hourly}}
-        payload["hourly"] = {"time": times, **{name: [value(m) for m in moments] for name in hourly}}
+        payload["hourly"] = {"time": times, **{name: [value(m, name) for m in moments] for name in hourly}}
     if daily:
         # Aggregates over the 24 hours of each day as the response labels it (fixed offset).
         per_day = {d: [value(instant(d, h)) for h in range(24)] for d in days}

@@ -13,7 +13,7 @@ from airflow.models import DagBag
 CONTRACT_DAG_IDS = {
     "weather_data_classes_api", "weather_data_taskflow_api", "weather_data_s3", "scheduling_dataset_gathering",
     "backfilling_dataset_gathering", "scheduling_with_venvs", "connections_and_variables", "strava_data_pipeline",
-    "nyc_taxi_ingestion", "check_dag", "xcoms_demo",
+    "nyc_taxi_ingestion", "check_dag", "xcoms_demo", "nyc_taxi_daily_weather",
 }
 
 
