@@ -5,8 +5,10 @@ from datetime import UTC, datetime
 
 from airflow.sdk import dag, task
 
+from include.assets import EXCHANGE_RATES
 from include.dag_defaults import DEFAULT_ARGS
-from include.twelvedata import USER_MACROS, exchange_rate_venv_operator, forex_minutes_timetable
+from include.quality import exchange_rate_checks
+from include.twelvedata import SYMBOL, USER_MACROS, exchange_rate_venv_operator, forex_minutes_timetable
 from include.warehouse import upsert_exchange_rate
 
 
@@ -26,6 +28,9 @@ fields) and passed as a parameter into the virtualenv task, which cannot read Ai
 configuration itself. Scheduled every minute the forex market is open; a minute without a rate
 skips the fetch and the load. The rate is upserted into `exchange_rates` in `warehouse_db` on
 (`symbol`, `rate_at` = the run's logical date): a re-run rewrites its row, never adds one.
+`check_columns` / `check_table` (common-sql check operators on that row) then require the rate
+within USD/EUR's plausible range [0.5, 1.5], a non-null key and exactly one row for it; only then
+does `publish` emit the `warehouse.exchange_rates` asset event (extra: symbol, rate, rate_at).
 """,
 )
 def connections_and_variables():
@@ -37,7 +42,15 @@ def connections_and_variables():
     def load_exchange_rate(record: dict) -> int:
         return upsert_exchange_rate(record)
 
-    load_exchange_rate(extract_exchange_rate.output)
+    @task(outlets=[EXCHANGE_RATES])
+    def publish(record: dict, outlet_events=None) -> dict:
+        extra = {"symbol": record["symbol"], "rate": record["rate"], "rate_at": record["rate_at"], "rows": 1}
+        outlet_events[EXCHANGE_RATES].extra = extra
+        return extra
+
+    check_columns, check_table = exchange_rate_checks(SYMBOL, record_task_id=extract_exchange_rate.task_id)
+    load_exchange_rate(extract_exchange_rate.output) >> [check_columns, check_table] >> \
+        publish(extract_exchange_rate.output)
 
 
 connections_and_variables()

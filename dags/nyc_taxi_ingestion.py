@@ -1,22 +1,26 @@
 """NYC yellow-taxi trips, one month per run with catch-up from 2021-01: download -> parquet ->
-S3 -> bulk COPY into Postgres -> check (zoomcamp week 2, with S3 + Postgres for GCS + BigQuery)."""
+S3 -> bulk COPY into Postgres -> data-quality checks -> asset event (zoomcamp week 2, with S3 +
+Postgres for GCS + BigQuery)."""
 
 import os
 from datetime import UTC, datetime
 
 from airflow.sdk import Param, dag, task
 
+from include.assets import TLC_PARQUET, TLC_RAW_CSV, YELLOW_TAXI_TRIPS
 from include.dag_defaults import DEFAULT_ARGS
 from include.nyc_taxi import (
     FIRST_MONTH,
     MONTH_PATTERN,
-    check_month,
     download_month,
     load_month,
     month_of_run,
     monthly_timetable,
+    out_of_bounds_counts,
+    parquet_row_count,
     parquetize_month,
 )
+from include.quality import taxi_month_checks
 
 # Last month to ingest (YYYY-MM): NYC_TAXI_END_MONTH, default the course's 2021-07.
 END_MONTH = os.environ.get("NYC_TAXI_END_MONTH", "2021-07")
@@ -47,31 +51,55 @@ the `month` param (YYYY-MM) to load any month again.
    `s3://nyc-tlc/parquet/yellow_tripdata_<YYYY-MM>.parquet`;
 3. `load_month` replaces the month's partition of `yellow_taxi_trips` with Postgres `COPY`, in one
    transaction;
-4. `check_month` compares row counts with the parquet file and looks for NULL pickup times.
-A broken file (truncated gzip, missing column, non-numeric value) fails with a message naming the
-problem and leaves the warehouse month as it was.
+4. `check_columns` / `check_table` (common-sql check operators, on the month's partition): the
+   row count equals the parquet file's, no trip without pickup/dropoff time or zone, and no
+   plausibility bound (fare, distance, duration, pickup in the month) broken by more than 5% of
+   the trips - fewer are real TLC data, kept and counted;
+5. `publish` emits the `yellow_taxi_trips` asset event (month, rows, out-of-bounds counts) - only
+   when every check passed, so consumers of the table never run on a month that failed one.
+Each of `download` and `parquetize` emits its S3 object's asset event (`nyc_tlc.raw`,
+`nyc_tlc.parquet`). A broken file (truncated gzip, missing column, non-numeric value) fails with a
+message naming the problem and leaves the warehouse month as it was.
 """,
 )
 def nyc_taxi_ingestion():
     # Every task derives the month from its run (param, else logical date): keys are then fixed by
     # the month, and a task can be cleared and re-run on its own.
-    @task
-    def download(logical_date=None, params=None, dag_run=None) -> str:
-        return download_month(month_of_run(logical_date, params["month"]), manual=dag_run.run_type == "manual")
+    @task(outlets=[TLC_RAW_CSV])
+    def download(logical_date=None, params=None, dag_run=None, outlet_events=None) -> str:
+        month = month_of_run(logical_date, params["month"])
+        key = download_month(month, manual=dag_run.run_type == "manual")
+        outlet_events[TLC_RAW_CSV].extra = {"month": month, "key": key}
+        return key
+
+    @task(outlets=[TLC_PARQUET])
+    def parquetize(raw_key: str, logical_date=None, params=None, outlet_events=None) -> str:
+        month = month_of_run(logical_date, params["month"])
+        key = parquetize_month(month)
+        outlet_events[TLC_PARQUET].extra = {"month": month, "key": key, "rows": parquet_row_count(month)}
+        return key
 
     @task
-    def parquetize(raw_key: str, logical_date=None, params=None) -> str:
-        return parquetize_month(month_of_run(logical_date, params["month"]))
+    def load(parquet_key: str, logical_date=None, params=None) -> dict:
+        month = month_of_run(logical_date, params["month"])
+        copied = load_month(month)
+        # The checks compare the partition with the source object's own count, not with ours.
+        return {"month": month, "parquet_key": parquet_key, "rows": parquet_row_count(month), "copied": copied}
 
-    @task
-    def load(parquet_key: str, logical_date=None, params=None) -> int:
-        return load_month(month_of_run(logical_date, params["month"]))
+    @task(outlets=[YELLOW_TAXI_TRIPS])
+    def publish(loaded: dict, data_interval_start=None, data_interval_end=None, outlet_events=None) -> dict:
+        extra = {
+            "month": loaded["month"], "rows": loaded["rows"], "parquet_key": loaded["parquet_key"],
+            "out_of_bounds": out_of_bounds_counts(loaded["month"]),
+            "data_interval_start": data_interval_start.isoformat() if data_interval_start else None,
+            "data_interval_end": data_interval_end.isoformat() if data_interval_end else None,
+        }
+        outlet_events[YELLOW_TAXI_TRIPS].extra = extra
+        return extra
 
-    @task
-    def check(loaded: int, logical_date=None, params=None) -> int:
-        return check_month(month_of_run(logical_date, params["month"]))
-
-    check(load(parquetize(download())))
+    loaded = load(parquetize(download()))
+    check_columns, check_table = taxi_month_checks(load_task_id="load")
+    loaded >> [check_columns, check_table] >> publish(loaded)
 
 
 nyc_taxi_ingestion()

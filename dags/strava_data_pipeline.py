@@ -5,8 +5,10 @@ from datetime import UTC, datetime
 
 from airflow.sdk import CronDataIntervalTimetable, Param, Variable, dag, task
 
+from include.assets import STRAVA_ACTIVITY, STRAVA_RAW_ACTIVITIES
 from include.dag_defaults import DEFAULT_ARGS
 from include.http_api import base_url
+from include.quality import strava_activity_checks
 from include.strava import (
     CLIENT_VARIABLE,
     CONN_ID,
@@ -19,6 +21,7 @@ from include.strava import (
     sync_window,
     upsert_activities,
     validate_activities,
+    window_extra,
     write_raw_activities,
 )
 
@@ -50,13 +53,17 @@ absorbs the overlap. The first load, the run ending at 00:00 UTC each day and a 
    watermark. Any invalid record fails the run, naming each bad id and field; nothing is loaded
    then. Rate limits and outages are retried (a 429 waits for Strava's next 15-minute window);
    token and secret are masked.
+3. `check_columns` / `check_table` (common-sql check operators on the window's rows): ids not null
+   and unique, no negative distance, time or speed, and as many rows as distinct activities in the
+   raw object; 4. `publish` then emits the `warehouse.strava_activity` asset event. `extract_activities`
+   emits `lifedata.stravaact` (extra: key, window, activities) as soon as the raw object is written.
 A trigger without a logical date reads up to the moment it was triggered.
 First time: put a token into Redis with `make strava-token` (README, "Strava setup").
 """,
 )
 def strava_data_pipeline():
-    @task(retries=4, retry_policy=StravaRetryPolicy())
-    def extract_activities(data_interval_end=None, params=None, dag_run=None) -> dict:
+    @task(retries=4, retry_policy=StravaRetryPolicy(), outlets=[STRAVA_RAW_ACTIVITIES])
+    def extract_activities(data_interval_end=None, params=None, dag_run=None, outlet_events=None) -> dict:
         # A trigger without a logical date has no data interval: it reads up to the moment it was
         # triggered (run_after, fixed for the run - a re-run reads the same window).
         end = data_interval_end or dag_run.run_after
@@ -68,14 +75,28 @@ def strava_data_pipeline():
             base_url=base_url(CONN_ID),
             redis_client=redis_client(),
         )
-        return {"raw_key": write_raw_activities(activities, dag_run), "after": after, "before": before}
+        raw_key = write_raw_activities(activities, dag_run)
+        outlet_events[STRAVA_RAW_ACTIVITIES].extra = {
+            "key": raw_key, "activities": len(activities), **window_extra(after, before)}
+        return {"raw_key": raw_key, "after": after, "before": before}
 
     @task
     def load_activities(extracted: dict) -> dict:
         activities = validate_activities(read_raw_activities(extracted["raw_key"]))
-        return upsert_activities(activities, extracted["after"], extracted["before"])
+        loaded = upsert_activities(activities, extracted["after"], extracted["before"])
+        # For the checks: the window's rows must be the raw object's distinct activities.
+        return {**loaded, **extracted, "listed": len({activity.id for activity in activities})}
 
-    load_activities(extract_activities())
+    @task(outlets=[STRAVA_ACTIVITY])
+    def publish(loaded: dict, outlet_events=None) -> dict:
+        extra = {"raw_key": loaded["raw_key"], "rows": loaded["listed"], "upserted": loaded["upserted"],
+                 "deleted": loaded["deleted"], **window_extra(loaded["after"], loaded["before"])}
+        outlet_events[STRAVA_ACTIVITY].extra = extra
+        return extra
+
+    loaded = load_activities(extract_activities())
+    check_columns, check_table = strava_activity_checks(load_task_id="load_activities")
+    loaded >> [check_columns, check_table] >> publish(loaded)
 
 
 strava_data_pipeline()

@@ -1,9 +1,10 @@
-"""NYC TLC yellow-taxi months: download -> parquet -> S3 -> Postgres COPY -> check.
+"""NYC TLC yellow-taxi months: download -> parquet -> S3 -> Postgres COPY (-> the checks of
+include/quality.py).
 
 Every step streams in bounded pieces (HTTP chunks, CSV blocks, parquet row groups, COPY buffers), so
 memory stays flat whatever the month's size; steps hand over S3 keys only (tasks may run on
-different workers). download and parquetize work on local temp files they delete; load and check
-read the parquet file straight from S3.
+different workers). download and parquetize work on local temp files they delete; load reads the
+parquet file straight from S3.
 """
 
 from __future__ import annotations
@@ -388,19 +389,23 @@ def load_month(month: str, conn_id: str = "warehouse_db") -> int:
         parquet.close()
 
 
-def check_month(month: str, conn_id: str = "warehouse_db") -> int:
-    """Rows in the table for the month == rows in its parquet file; no NULL pickup time."""
+def parquet_row_count(month: str) -> int:
+    """Rows in the month's parquet object, from its footer (two small ranged GETs): what the
+    warehouse partition must hold after the load (the `rows_match_parquet` check)."""
     import pyarrow.parquet as pq  # noqa: PLC0415
-    from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: PLC0415
 
     with _filesystem().open_input_file(f"{BUCKET}/{parquet_key(month)}") as parquet:
-        expected = pq.ParquetFile(parquet).metadata.num_rows  # the footer only: two small ranged GETs
-    hook = PostgresHook(postgres_conn_id=conn_id)
-    loaded, null_pickups = hook.get_first(
-        f"SELECT count(*), count(*) FILTER (WHERE tpep_pickup_datetime IS NULL) FROM {TABLE} "  # noqa: S608
-        "WHERE data_month = %s", [f"{month}-01"])
-    if loaded != expected:
-        raise TaxiDataError(f"{TABLE} holds {loaded} rows for {month}, its parquet file {expected}")
-    if null_pickups:
-        raise TaxiDataError(f"{TABLE} has {null_pickups} rows without pickup time for {month}")
-    return loaded
+        return pq.ParquetFile(parquet).metadata.num_rows
+
+
+def out_of_bounds_counts(month: str, conn_id: str = "warehouse_db") -> dict[str, int]:
+    """How many of the month's trips break each plausibility bound (include/quality.py,
+    TLC_OUT_OF_BOUNDS): kept in the table, counted here for the asset event - one scan."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: PLC0415
+
+    from include.quality import TLC_OUT_OF_BOUNDS  # noqa: PLC0415
+
+    counts = ", ".join(f"COUNT(*) FILTER (WHERE {predicate})" for predicate in TLC_OUT_OF_BOUNDS.values())
+    row = PostgresHook(postgres_conn_id=conn_id).get_first(
+        f"SELECT {counts} FROM {TABLE} WHERE data_month = %s", [f"{month}-01"])  # noqa: S608
+    return dict(zip(TLC_OUT_OF_BOUNDS, row, strict=True))

@@ -353,17 +353,17 @@ def raw_key(dag_run) -> str:
 def write_raw_activities(activities: list[dict], dag_run, bucket: str = RAW_BUCKET,
                          conn_id: str = "aws_default") -> str:
     """Strava's answer as it came, one object per run: s3://lifedata/stravaact/<ts_nodash>.json."""
-    from airflow.sdk import ObjectStoragePath  # noqa: PLC0415
+    from include.object_storage import write_object  # noqa: PLC0415
 
     key = raw_key(dag_run)
-    ObjectStoragePath(f"s3://{conn_id}@{bucket}/{key}").write_text(json.dumps(activities, ensure_ascii=False))
+    write_object(json.dumps(activities, ensure_ascii=False), bucket, key, conn_id)
     return key
 
 
 def read_raw_activities(key: str, bucket: str = RAW_BUCKET, conn_id: str = "aws_default") -> list:
-    from airflow.sdk import ObjectStoragePath  # noqa: PLC0415
+    from include.object_storage import read_text  # noqa: PLC0415
 
-    return json.loads(ObjectStoragePath(f"s3://{conn_id}@{bucket}/{key}").read_text())
+    return json.loads(read_text(bucket, key, conn_id))
 
 
 def validate_activities(raw: list) -> list[StravaActivity]:
@@ -410,6 +410,12 @@ def sync_window(interval_end: datetime | None, watermark: datetime | None, full_
     if full_history or watermark is None or end.astimezone(UTC).hour == FULL_SYNC_HOUR_UTC:
         return 0, before
     return max(int((min(watermark, end) - lookback).timestamp()), 0), before
+
+
+def window_extra(after: int, before: int) -> dict:
+    """The sync window (epoch seconds, both exclusive) as asset-event extra, in UTC ISO 8601."""
+    return {"window_after": datetime.fromtimestamp(after, UTC).isoformat(),
+            "window_before": datetime.fromtimestamp(before, UTC).isoformat()}
 
 
 def upsert_activities(activities: list[StravaActivity], after: int | None = None, before: int | None = None,

@@ -209,6 +209,12 @@ class TwelveDataRetryPolicy(RetryPolicy):
         return RetryDecision(action=RetryAction.FAIL, reason="TwelveData error that retrying cannot fix")
 
 
+def _venv_queue() -> str:
+    import os  # noqa: PLC0415
+
+    return os.environ.get("VENV_TASK_QUEUE") or "default"
+
+
 def venv_cache_dir() -> str:
     """Where PythonVirtualenvOperator keeps its venvs between runs ($AIRFLOW_VENV_CACHE_DIR,
     else $AIRFLOW_HOME/venv-cache): the first run builds the venv, later ones reuse it."""
@@ -249,6 +255,9 @@ def exchange_rate_venv_operator(task_id: str = "extract_exchange_rate", apikey_t
         pool=POOL,
         retries=4,
         retry_policy=TwelveDataRetryPolicy(),
+        # Celery: the worker queue that keeps the venv and uv caches warm (make run EXECUTOR=celery sets
+        # VENV_TASK_QUEUE=venv; on Astro, a worker queue of that name - README, "Executors").
+        queue=_venv_queue(),
     )
 
 
@@ -267,14 +276,18 @@ def market_data_key(dag_run, symbol: str = SYMBOL) -> str:
     return f"{dag_run.dag_id}/{symbol.replace('/', '_')}/{run_stamp(dag_run)}.json"
 
 
+def market_data_event(record: dict, dag_run) -> dict:
+    """Extra of a market-data object's asset event: which object, and the rate it holds."""
+    return {"key": market_data_key(dag_run), "symbol": record["symbol"], "rate": record["rate"],
+            "rate_at": record["rate_at"]}
+
+
 def write_record_to_s3(record: dict, dag_run, bucket: str = MARKET_BUCKET, conn_id: str = "aws_default") -> str:
     """Store the run's record as one JSON object (a re-run overwrites it: same key)."""
     import json  # noqa: PLC0415
 
-    from airflow.sdk import ObjectStoragePath  # noqa: PLC0415
+    from include.object_storage import write_object  # noqa: PLC0415
 
     if not record or not isinstance(record.get("rate"), (int, float)):
         raise TwelveDataRejected(f"refusing to store an empty or rate-less record: {record!r}")
-    key = market_data_key(dag_run)
-    ObjectStoragePath(f"s3://{conn_id}@{bucket}/{key}").write_text(json.dumps(record, sort_keys=True))
-    return f"s3://{bucket}/{key}"
+    return write_object(json.dumps(record, sort_keys=True), bucket, market_data_key(dag_run), conn_id)

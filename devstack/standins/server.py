@@ -18,8 +18,9 @@ half-way through a body whose Content-Length - or chunked encoding - promised mo
 `empty_body` (HTTP 200 with nothing in it); on a streamed body (a TLC file) they cut the stream
 for real, at half its length or, for a stream of unknown length, after STREAM_CUT_BYTES. Other kinds
 are API-specific (Open-Meteo: `unequal_lengths`, `all_null`; TwelveData: `body_<code>` - its
-error body with HTTP 200 - and `empty`; Strava: `invalid_record`). `slow_<seconds>` answers
-normally after that many seconds.
+error body with HTTP 200 - `empty` and `rate_divided_1000`; Strava: `invalid_record`; TLC:
+`truncated_gzip`, `missing_column`, `non_numeric_fare`, `null_pickup_time`, `out_of_bounds_every_<n>`).
+`slow_<seconds>` answers normally after that many seconds.
 """
 
 from __future__ import annotations

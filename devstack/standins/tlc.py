@@ -5,7 +5,18 @@ Deterministic synthetic months with the real 18-column header and realistic valu
 of a month is the real one (2021-01: 1,369,765 ...) unless the `tlc_rows_per_month` setting caps it
 (tests use a few thousand). Months after `tlc_last_published` (default 2021-07) answer 404, as
 unpublished files do. Broken variants through faults on the path: `truncated_gzip`,
-`missing_column`, `non_numeric_fare`.
+`missing_column`, `non_numeric_fare`; and files that parse but fail the warehouse's data-quality
+checks (include/quality.py): `null_pickup_time` (one trip in 1,000 without its pickup time) and
+`out_of_bounds_every_<n>` (one trip in n with its fare and total reversed, i.e. negative).
+
+The real files carry such rows, only far fewer: yellow_tripdata_2021-01 as published has pickups
+dated 2008-12-31 and 2021-02-22, distances up to 263,163 miles, fares from -490 to 6,960.50 and
+~98k of 1.37M rows without passenger count, rate code or congestion surcharge (describe() in public
+notebooks on that file, e.g. fmerinocasallo/data-engineering-zoomcamp, data_cleaning.ipynb).
+`out_of_bounds_every_100` is such a month (1% of its trips reversed: kept and counted), and
+`out_of_bounds_every_10` a broken file - 10% reversed, as a shifted column or a sign change would
+make it; `null_pickup_time` is an empty field, as the CSV's integer columns already are on ~7% of
+real rows, on the one column that places a trip in time.
 
 Speed: a month draws its rows from a pool of SHAPES trip shapes (duration, distance, fare, tip,
 tolls, ids... drawn once from the month's seeded RNG) and PLACES pickup/dropoff zone pairs, picked
@@ -117,6 +128,10 @@ def csv_lines(month: str, rows: int, fault: str | None = None):
     jitter = [b % 60 for b in range(256)]
     shape_mask = SHAPES - 1
     bad_row = rows // 2 if fault == "non_numeric_fare" else -1
+    # Rows the data-quality faults change: (row number modulo, remainder).
+    spoiled = (1000, 500) if fault == "null_pickup_time" else None
+    if (fault or "").startswith("out_of_bounds_every_"):
+        spoiled = (int(fault.removeprefix("out_of_bounds_every_")), 3)
 
     for lo in range(0, rows, ROWS_PER_CHUNK):
         hi = min(rows, lo + ROWS_PER_CHUNK)
@@ -137,8 +152,23 @@ def csv_lines(month: str, rows: int, fault: str | None = None):
             _, _, _, payment, _, rest = shapes[word & shape_mask]
             row = out[bad_row - lo]
             out[bad_row - lo] = row[: len(row) - len(pool[word & shape_mask][3])] + f",{payment},abc{rest}"
+        if spoiled:
+            every, at = spoiled
+            for i in range(lo + (at - lo) % every, hi, every):
+                out[i - lo] = _spoil(out[i - lo], fault)
         out.append("")
         yield "\n".join(out)
+
+
+def _spoil(row: str, fault: str) -> str:
+    """One CSV row as a data-quality fault changes it (fields in HEADER order)."""
+    fields = row.split(",")
+    if fault == "null_pickup_time":
+        fields[1] = ""
+    else:  # out_of_bounds_every_<n>: the fare and the total reversed
+        for column in (10, 16):
+            fields[column] = f"-{fields[column]}"
+    return ",".join(fields)
 
 
 def gzip_stream(month: str, rows: int, fault: str | None = None):

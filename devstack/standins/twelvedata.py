@@ -10,7 +10,11 @@
 - Errors are `{"code": N, "message": ..., "status": "error"}`. Whether the HTTP status matches the
   code or is 200 (the real API has done both) is the `twelvedata_error_http_status` setting
   (`match` | `200`); faults `http_<code>` force the matching status and `body_<code>` HTTP 200.
-- Values are deterministic: the same symbol and minute always give the same rate.
+- Values are deterministic: the same symbol and minute always give the same rate. Fault
+  `rate_divided_1000` serves a rate 1,000 times too small - positive, well-formed, wrong: TwelveData
+  has served prices divided by 1,000 (twelvedata-python#69, ETH/USDT lows) and 10,000 times too
+  small (#67, BTC/USD on Binance, "occasionally ... every week or two"); only a plausibility check
+  on the stored rate catches it.
 - `date` (and `start_date`/`end_date`) take the documented formats only - `2006-01-02` or
   `2006-01-02T15:04:05` (twelvedata.com/docs, exchange rate) - in the zone named by `timezone`;
   anything else is a 400, so a client relying on an undocumented format is caught here.
@@ -189,6 +193,8 @@ def handle(request):
         return _error_response(exc.code, exc.message, "200" if forced is not None else exc.http_status_mode or mode)
     if request.fault == "empty":
         payload = {}
+    if request.fault == "rate_divided_1000" and "rate" in payload:
+        payload = {**payload, "rate": round(payload["rate"] / 1000, 8)}
     return _response().json(200, payload)
 
 

@@ -122,3 +122,15 @@ def test_a_manual_run_now_gets_its_tasks(dagbag, dag_id):
         infos.append(info.logical_date)
     assert 1 < len(infos) < 100  # a bounded catch-up
     assert max(infos) < datetime(2025, 2, 1, tzinfo=UTC) if dag_id.startswith("backfilling") else True
+
+
+def test_each_week_emits_its_csv_event_with_its_days(dagbag, standin):
+    from tests.e2e.asset_events import events_by_asset
+
+    run, states = _run(dagbag, datetime.now(UTC), {"week_start": "2025-01-15"})
+
+    assert run.state == "success", states
+    assert events_by_asset(run) == {"weather_data.daily_temperature_range": [{
+        "key": "daily_temperature_range/20250115_20250121.csv", "first_day": "2025-01-15", "last_day": "2025-01-21",
+        "rows": 7, "data_interval_start": run.data_interval_start.isoformat(),
+        "data_interval_end": run.data_interval_end.isoformat()}]}

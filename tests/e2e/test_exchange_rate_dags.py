@@ -315,3 +315,69 @@ def test_january_backfill_dates_helper_is_half_open():
 
     assert interval_days(datetime(2025, 1, 29, tzinfo=UTC), datetime(2025, 2, 5, tzinfo=UTC)) == \
         (date(2025, 1, 29).isoformat(), date(2025, 2, 4).isoformat())
+
+
+# -- asset events and the data-quality gate ----------------------------------------------------------
+
+
+def _events(run) -> dict[str, list[dict]]:
+    from tests.e2e.asset_events import events_by_asset
+
+    return events_by_asset(run)
+
+
+@pytest.mark.parametrize("dag_id", ["scheduling_dataset_gathering", "scheduling_with_venvs"])
+def test_each_stored_record_emits_its_market_data_event(dagbag, standin, dag_id):
+    when = datetime(2025, 3, 26, 14, 5, tzinfo=UTC)
+
+    run, states = _run(_dag(dagbag, dag_id), when)
+
+    assert run.state == "success", states
+    assert _events(run) == {f"market_data.{dag_id}": [{
+        "key": f"{dag_id}/USD_EUR/20250326T140500.json", "symbol": "USD/EUR", "rate": rate_at("USD/EUR", when),
+        "rate_at": "2025-03-26T14:05:00+00:00"}]}
+
+
+@pytest.mark.parametrize("dag_id", ["scheduling_dataset_gathering", "connections_and_variables"])
+def test_a_closed_market_minute_emits_no_event(dagbag, standin, dag_id):
+    run, states = _run(_dag(dagbag, dag_id, fast_retries=True), SATURDAY + timedelta(minutes=7))
+
+    assert run.state == "success" and set(states.values()) == {"skipped"}, states
+    assert _events(run) == {}
+
+
+def test_the_exchange_rates_event_follows_the_passed_checks(dagbag, standin):
+    when = datetime(2025, 3, 26, 15, 0, tzinfo=UTC)
+
+    run, states = _run(_dag(dagbag, "connections_and_variables"), when)
+
+    assert run.state == "success", states
+    assert states["check_columns"] == states["check_table"] == states["publish"] == "success"
+    assert _events(run) == {"warehouse.exchange_rates": [{
+        "symbol": "USD/EUR", "rate": rate_at("USD/EUR", when), "rate_at": "2025-03-26T15:00:00+00:00", "rows": 1}]}
+
+
+def test_an_implausible_rate_fails_the_check_and_emits_no_event(dagbag, standin, capfd):
+    """TwelveData has served prices 1,000 times too small (twelvedata-python#69): positive and
+    well-formed, so the fetch and the table's CHECK (rate > 0) take it; the range check does not,
+    the run fails naming the check and the figure, and no exchange_rates event goes out."""
+    standin.inject_fault("/exchange_rate", "rate_divided_1000", times=None)
+    when = datetime(2025, 3, 27, 9, 0, tzinfo=UTC)
+
+    run, states = _run(_dag(dagbag, "connections_and_variables"), when)
+
+    assert run.state == "failed"
+    assert states == {"extract_exchange_rate": "success", "load_exchange_rate": "success", "check_columns": "failed",
+                      "check_table": "success", "publish": "upstream_failed"}
+    assert run.get_task_instance("check_columns").try_number == 1  # bad data is not retried
+    bad = round(rate_at("USD/EUR", when) / 1000, 8)
+    out = capfd.readouterr().out
+    assert "Column: rate" in out and "Check: min" in out and f"'geq_to': 0.5, 'result': {bad}" in out
+    assert _events(run) == {}
+    # The row is in the table (the load committed it) - but nothing downstream was told it is there.
+    assert _warehouse().get_records("SELECT rate FROM exchange_rates WHERE rate_at = %s", [when]) == [(bad,)]
+    # A re-run once the quote is right replaces the row and tells the consumers.
+    standin.clear_faults()
+    rerun, states = _run(_dag(dagbag, "connections_and_variables"), when)
+    assert rerun.state == "success", states
+    assert [e["rate"] for e in _events(rerun)["warehouse.exchange_rates"]] == [rate_at("USD/EUR", when)]

@@ -402,7 +402,7 @@ def test_a_store_made_before_the_lockdown_keeps_its_objects(tmp_path):
     open, its own mini.options) starts locked down, with its objects, and again after a restart."""
     import boto3
 
-    from devstack.services import S3Service, free_port
+    from devstack.services import S3Service
 
     class Unlocked(S3Service):
         """The command of the checkout before the lockdown."""
@@ -425,7 +425,10 @@ def test_a_store_made_before_the_lockdown_keeps_its_objects(tmp_path):
                     f"-filer.localSocket={self.data_dir / 'sock' / 'filer.sock'}",
                     f"-s3.localSocket={self.data_dir / 'sock' / 's3.sock'}", f"-bucket={BUCKET}"]
 
-    ports = [free_port() for _ in range(12)]
+    from devstack.stack import _distinct_free_ports, _internal_s3_ports
+
+    internal = _internal_s3_ports()  # distinct, and the admin port + 10000 a free port too
+    ports = [*_distinct_free_ports(1, taken={*internal, internal[9] + 10000}), *internal]
     keys = "resume-access-key", secrets.token_hex(16)
 
     def client():

@@ -341,7 +341,8 @@ def test_invalid_record_fails_the_load_naming_id_and_fields(dagbag, token, stand
     run, states = _run(_dag(dagbag), when)
 
     assert run.state == "failed"
-    assert states == {"extract_activities": "success", "load_activities": "failed"}
+    assert states == {"extract_activities": "success", "load_activities": "failed", "check_columns": "upstream_failed",
+                      "check_table": "upstream_failed", "publish": "upstream_failed"}
     out = capfd.readouterr().out
     assert "1 of " in out and "Strava activities are invalid, nothing was loaded" in out
     assert "distance: Input should be a valid number" in out and "start_date: Input should be a valid datetime" in out
@@ -405,3 +406,55 @@ def test_a_trigger_without_logical_date_reads_up_to_when_it_was_triggered(dagbag
     assert run.state == "success", states
     (call, *_) = [r["query"] for r in standin.requests_seen() if r["path"] == "/api/v3/athlete/activities"]
     assert abs(int(call["before"]) - run.run_after.timestamp()) < 1
+
+
+# -- asset events and the data-quality gate ----------------------------------------------------------
+
+
+def _events(run) -> dict[str, list[dict]]:
+    from tests.e2e.asset_events import events_by_asset
+
+    return events_by_asset(run)
+
+
+def test_a_load_emits_the_raw_object_and_table_events_with_their_extra(dagbag, token, standin):
+    _fresh_warehouse()
+    when = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    standin.configure(strava_now=_iso(when))
+
+    run, states = _run(_dag(dagbag), when)
+
+    assert run.state == "success", states
+    listed = len(_listed_before(when, when))
+    window = {"window_after": "1970-01-01T00:00:00+00:00", "window_before": when.isoformat()}
+    raw_key = f"stravaact/{when.strftime('%Y%m%dT%H%M%S')}.json"
+    assert _events(run) == {
+        "lifedata.stravaact": [{"key": raw_key, "activities": listed, **window}],
+        "warehouse.strava_activity": [{"raw_key": raw_key, "rows": listed, "upserted": listed, "deleted": 0,
+                                       **window}],
+    }
+
+
+def test_an_impossible_value_fails_the_check_and_emits_no_table_event(dagbag, token, standin, capfd):
+    """A negative distance passes validation (a float) and the table (no CHECK) - Strava itself
+    never reports one: a synthetic impossible value, served through the stand-in's edit setting,
+    proving the gate. The run fails naming the column and the figure; the table's event is not
+    emitted (the raw object's is: it was written)."""
+    when = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    standin.configure(strava_now=_iso(when))
+    victim = _listed_before(when, when)[-1]["id"]
+    standin.configure(strava_activity_overrides={str(victim): {"distance": -1234.5}})
+
+    run, states = _run(_dag(dagbag), when)
+
+    assert run.state == "failed"
+    assert states["load_activities"] == "success" and states["check_columns"] == "failed", states
+    assert states["check_table"] == "success" and states["publish"] == "upstream_failed", states
+    out = capfd.readouterr().out
+    assert "Column: distance" in out and "'geq_to': 0, 'result': -1234.5" in out
+    assert set(_events(run)) == {"lifedata.stravaact"}
+    # Once the activity is right again, the next run's upsert replaces the row and the gate opens.
+    standin.configure(strava_activity_overrides={})
+    rerun, states = _run(_dag(dagbag), when)
+    assert rerun.state == "success", states
+    assert set(_events(rerun)) == {"lifedata.stravaact", "warehouse.strava_activity"}

@@ -230,3 +230,28 @@ def test_rejected_request_and_malformed_answer_are_not_retried(dagbag, standin, 
 
     assert run.state == "failed"
     assert run.get_task_instance("extract_hourly_temperatures").try_number == 1
+
+
+def test_the_s3_object_emits_its_asset_event_with_key_rows_and_params(dagbag, standin):
+    from include.open_meteo import DEFAULT_TIMEZONE
+    from include.weather import DEFAULT_END_DATE, DEFAULT_START_DATE, NYC_LATITUDE, NYC_LONGITUDE
+    from tests.e2e.asset_events import events_by_asset
+
+    run, states = _run(_dag(dagbag, "weather_data_s3"), datetime(2025, 4, 3, 7, tzinfo=UTC))
+
+    assert run.state == "success", states
+    assert events_by_asset(run) == {"weather_data.hourly_temperature": [{
+        "key": "hourly_temperature/20250403T070000.csv", "rows": 8760, "latitude": NYC_LATITUDE,
+        "longitude": NYC_LONGITUDE, "start_date": DEFAULT_START_DATE, "end_date": DEFAULT_END_DATE,
+        "timezone": DEFAULT_TIMEZONE}]}
+
+
+def test_a_failed_run_emits_no_event(dagbag, standin, stack):
+    from tests.e2e.asset_events import events_by_asset
+
+    stack.inject_fault("/v1/archive", "http_400", times=None)
+
+    run, _ = _run(_dag(dagbag, "weather_data_s3", retries=0), datetime(2025, 4, 4, tzinfo=UTC))
+
+    assert run.state == "failed"
+    assert events_by_asset(run) == {}

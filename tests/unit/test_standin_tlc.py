@@ -139,6 +139,24 @@ def test_faults_break_the_file_as_named():
     assert bad[changed[0]][10] == "abc" and bad[changed[0]][:10] == plain[changed[0]][:10]
 
 
+
+def test_data_quality_faults_spoil_only_the_rows_they_name():
+    """Files that parse and load, and that the warehouse's checks must catch (include/quality.py)."""
+    plain = _rows("2021-04", 3000)
+
+    nulls = _rows("2021-04", 3000, "null_pickup_time")
+    changed = [i for i, (a, b) in enumerate(zip(plain, nulls, strict=True)) if a != b]
+    assert len(changed) == 3 and all(nulls[i][1] == "" and nulls[i][2:] == plain[i][2:] for i in changed)
+
+    for every in (10, 100):
+        spoiled = _rows("2021-04", 3000, f"out_of_bounds_every_{every}")
+        changed = [i for i, (a, b) in enumerate(zip(plain, spoiled, strict=True)) if a != b]
+        assert len(changed) == 3000 // every
+        for i in changed:
+            assert float(spoiled[i][10]) == -float(plain[i][10]) < 0 and float(spoiled[i][16]) == -float(plain[i][16])
+            assert spoiled[i][:10] == plain[i][:10]
+
+
 # --- served by the running stand-in ----------------------------------------------------------------
 
 def _get(stack, month: str, method: str = "GET") -> tuple[bytes, dict]:
