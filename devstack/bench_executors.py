@@ -15,7 +15,6 @@ them: read the ratios against `nproc`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -24,24 +23,6 @@ import urllib.request
 from pathlib import Path
 
 from devstack.livestack import LiveStack
-
-TRIGGER = """
-import json, sys
-from datetime import datetime
-from airflow.api.common.trigger_dag import trigger_dag
-from airflow.models import DagModel
-from airflow.utils.session import create_session
-from airflow.utils.types import DagRunTriggeredByType
-
-batch = json.loads(sys.argv[1])
-with create_session() as session:
-    for dag_id in {dag_id for dag_id, _, _ in batch}:
-        session.query(DagModel).filter(DagModel.dag_id == dag_id).update({"is_paused": False})
-for dag_id, at, conf in batch:
-    when = datetime.fromisoformat(at)
-    trigger_dag(dag_id, triggered_by=DagRunTriggeredByType.CLI, logical_date=when, run_after=when, conf=conf,
-                triggering_user_name="bench")
-"""
 
 
 def batch(months: int, runs: int) -> list[tuple]:
@@ -77,7 +58,7 @@ def measure(mode: str, workers: int, runs: list[tuple], rows: int, slots: int, k
                 while resp.read(1 << 20):
                     pass
         t0 = time.monotonic()
-        result = stack_exec(stack, TRIGGER, runs)
+        result = stack.trigger(runs)
         if result.returncode != 0:
             raise RuntimeError(result.stderr[-3000:])
 
@@ -95,15 +76,6 @@ def measure(mode: str, workers: int, runs: list[tuple], rows: int, slots: int, k
                 "failed": failed, "tasks": tasks[0], "task_seconds": float(tasks[1] or 0), "hosts": hosts}
     finally:
         stack.stop()
-
-
-def stack_exec(stack: LiveStack, code: str, runs: list[tuple]):
-    import subprocess  # noqa: PLC0415
-
-    from devstack.stack import ROOT  # noqa: PLC0415
-
-    return subprocess.run([sys.executable, "-m", "devstack", "exec", "--offline", "--", sys.executable, "-c", code,
-                           json.dumps(runs)], env=stack.env, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 def main(argv: list[str] | None = None) -> int:

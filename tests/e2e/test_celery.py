@@ -18,11 +18,8 @@ SIGKILLed in the middle of a task: the task is retried and the month still lands
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -48,26 +45,6 @@ BATCH = [  # (dag_id, logical date, conf)
     ("strava_data_pipeline", STRAVA_AT, None),
     ("nyc_taxi_ingestion", "2021-03-02T06:00:00+00:00", {"month": MONTH}),
 ]
-TRIGGER = """
-import json, sys
-from datetime import datetime
-from airflow.api.common.trigger_dag import trigger_dag
-from airflow.models import DagModel
-from airflow.utils.session import create_session
-from airflow.utils.types import DagRunTriggeredByType
-
-batch = json.loads(sys.argv[1])
-with create_session() as session:
-    for dag_id in {dag_id for dag_id, _, _ in batch}:
-        session.query(DagModel).filter(DagModel.dag_id == dag_id).update({"is_paused": False})
-for dag_id, at, conf in batch:
-    when = datetime.fromisoformat(at)
-    run = trigger_dag(dag_id, triggered_by=DagRunTriggeredByType.CLI, logical_date=when, run_after=when, conf=conf,
-                      triggering_user_name="test")
-    print(dag_id, run.run_id)
-"""
-
-
 class BatchStack(LiveStack):
     def __init__(self, tmp: Path, executor: str):
         self.shared = tmp / "check-dag"  # check_dag's base folder, per stack
@@ -88,7 +65,7 @@ class BatchStack(LiveStack):
                                 "twelvedata_credits_per_minute": 10_000})
         result = self.exec("python", "-m", "include.strava_token", "--code", "offline-authorization-code")
         assert result.returncode == 0, result.stderr[-2000:]
-        result = self.exec("python", "-c", TRIGGER, json.dumps(batch))
+        result = self.trigger(batch)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
 
     def wait_for_batch(self, timeout: float = 900) -> list[tuple]:
@@ -134,12 +111,6 @@ class BatchStack(LiveStack):
         return {"objects": objects, "tables": tables, "local csv": files,
                 "check_dag": sorted(str(p.relative_to(self.shared)) for p in self.shared.rglob("dummy")
                                     if "20250201" in str(p))}
-
-    def exec(self, *command: str):
-        from devstack.stack import ROOT
-
-        return subprocess.run([sys.executable, "-m", "devstack", "exec", "--offline", "--", *command], env=self.env,
-                              cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -198,8 +169,7 @@ def test_what_lands_is_identical_to_a_local_executor_run(celery, local_outputs):
 
 def test_a_worker_killed_mid_task_has_its_task_retried_and_nothing_lost(celery):
     celery.standin("faults", {"path": TLC_PATH, "kind": "slow_15", "times": 1})
-    celery.exec("python", "-c", TRIGGER, json.dumps([("nyc_taxi_ingestion", "2021-04-02T06:00:00+00:00",
-                                                      {"month": "2021-03"})]))
+    celery.trigger([("nyc_taxi_ingestion", "2021-04-02T06:00:00+00:00", {"month": "2021-03"})])
     (host, try_number), = celery.wait_for(
         lambda: celery.sql("SELECT hostname, try_number FROM task_instance WHERE dag_id = 'nyc_taxi_ingestion' "
                            "AND task_id = 'download' AND state = 'running' AND run_id LIKE '%2021-04-02%'"),
