@@ -5,7 +5,8 @@ FROM astrocrpublic.azurecr.io/runtime:3.3-8-python-3.12
 # Image-level Airflow settings, used by `astro dev start`, `astro deploy` and - read from this
 # file - by `make run` and `make test`, so the three agree.
 # Object-storage XCom backend: values above the threshold (bytes) go to S3, smaller ones to the DB.
-ENV AIRFLOW__CORE__XCOM_BACKEND=airflow.providers.common.io.xcom.backend.XComObjectStorageBackend
+# include/xcom_backend.py is the common.io provider's backend with its S3 calls bounded in time.
+ENV AIRFLOW__CORE__XCOM_BACKEND=include.xcom_backend.BoundedXComObjectStorageBackend
 ENV AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH=s3://aws_default@airflow-xcom/xcom
 ENV AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_THRESHOLD=65536
 ENV AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_COMPRESSION=gzip

@@ -15,9 +15,9 @@ connections) held a write for as long as it stayed hung, and a read for minutes:
   connection's botocore attempts: a read that times out took 5 x 3 x read_timeout and more.
 
 `bounded()` closes the three gaps on the filesystem ObjectStoragePath uses (the one Airflow caches per
-connection, so the XCom backend's writes in the same process gain too): the body goes out at once
-(no 100-continue), the kernel drops a connection on which nothing it sent is acknowledged for about
-read_timeout (TCP_USER_TIMEOUT, Linux; an upload that keeps moving is never cut, however long it
+connection; the project's XCom backend, include/xcom_backend.py, bounds it before each S3 call): the
+body goes out at once (no 100-continue), the kernel drops a connection on which nothing it sent is
+acknowledged for about read_timeout (TCP_USER_TIMEOUT, Linux; an upload that keeps moving is never cut, however long it
 takes), and s3fs makes one attempt, the connection's `retries` being the only retry policy. A call to
 a hung S3 then fails after about attempts x read_timeout, plus botocore's backoff: ~32 s with
 aws_default (botocore's `max_attempts: 2` counts retries: 3 attempts).
@@ -96,7 +96,7 @@ def s3_path(bucket: str, key: str, conn_id: str = S3_CONN_ID):
 
 
 @contextmanager
-def _naming_s3(doing: str, path, bucket: str, key: str, conn_id: str):
+def naming_s3(doing: str, path, bucket: str, key: str, conn_id: str):
     started = time.monotonic()
     try:
         yield
@@ -114,7 +114,7 @@ def _naming_s3(doing: str, path, bucket: str, key: str, conn_id: str):
 def write_object(data: bytes | str, bucket: str, key: str, conn_id: str = S3_CONN_ID) -> str:
     """One PUT of the whole body (text as ObjectStoragePath.write_text writes it); returns s3://bucket/key."""
     path = s3_path(bucket, key, conn_id)
-    with _naming_s3("writing", path, bucket, key, conn_id):
+    with naming_s3("writing", path, bucket, key, conn_id):
         if isinstance(data, str):
             path.write_text(data)
         else:
@@ -124,5 +124,5 @@ def write_object(data: bytes | str, bucket: str, key: str, conn_id: str = S3_CON
 
 def read_text(bucket: str, key: str, conn_id: str = S3_CONN_ID) -> str:
     path = s3_path(bucket, key, conn_id)
-    with _naming_s3("reading", path, bucket, key, conn_id):
+    with naming_s3("reading", path, bucket, key, conn_id):
         return path.read_text()

@@ -175,3 +175,67 @@ def test_a_large_object_storage_write_slower_than_the_read_timeout_is_not_cut_sh
     assert error is None, repr(error)
     assert elapsed > 1.5 * conn["extra"]["config_kwargs"]["read_timeout"], elapsed
     assert stack.get_object("lifedata", "faults/large-slow.bin") == data
+
+
+@pytest.fixture
+def fresh_xcom_backend(monkeypatch):
+    """The configured XCom backend as a new task process has it: no S3 filesystem made yet (the tests
+    above bounded the cached one for this process), the configuration's threshold and path."""
+    from airflow.providers.common.io.xcom import backend as provider_backend
+    from airflow.sdk.execution_time.xcom import resolve_xcom_backend
+    from airflow.sdk.io import store
+
+    monkeypatch.setattr(store, "_STORE_CACHE", {})
+    for cached in (provider_backend._get_base_path, provider_backend._get_threshold,
+                   provider_backend._get_compression):
+        cached.cache_clear()
+    yield resolve_xcom_backend()
+    for cached in (provider_backend._get_base_path, provider_backend._get_threshold,
+                   provider_backend._get_compression):
+        cached.cache_clear()
+
+
+def test_the_configured_xcom_backend_is_the_projects_bounded_one(fresh_xcom_backend):
+    from include.xcom_backend import BoundedXComObjectStorageBackend
+
+    assert fresh_xcom_backend is BoundedXComObjectStorageBackend
+
+
+def test_a_paused_s3_fails_a_large_xcom_push_in_bounded_time_naming_the_object(stack, fresh_xcom_backend):
+    """A task whose only S3 call is its XCom push (the weather API's extract) on a fresh process: the
+    common.io provider's backend alone waits on a hung S3 for as long as it is hung (100-continue)."""
+    value = {"hourly": list(range(40_000))}  # ~270 kB of JSON: above the 64 kB threshold, to S3
+
+    with _paused("s3"):
+        elapsed, error = _within(120, lambda: fresh_xcom_backend.serialize_value(
+            value, key="return_value", task_id="extract", dag_id="faults", run_id="xcom_paused"))
+
+    assert error is not None, f"the XCom push succeeded against a paused S3 in {elapsed:.0f} s"
+    assert elapsed < BOUND_S, (elapsed, error)
+    assert "S3 (connection aws_default at http://127.0.0.1:" in str(error), repr(error)
+    assert "writing an XCom under s3://airflow-xcom/xcom/faults/xcom_paused/extract" in str(error), repr(error)
+
+
+def test_a_paused_s3_fails_a_large_xcom_pull_in_bounded_time_and_s3_back_serves_it(stack, fresh_xcom_backend):
+    value = {"hourly": list(range(40_000))}
+    stored = fresh_xcom_backend.serialize_value(value, key="return_value", task_id="extract",
+                                                dag_id="faults", run_id="xcom_pull")
+    assert "s3://" in str(stored) and "airflow-xcom/xcom/faults/xcom_pull/extract/" in str(stored), stored
+
+    with _paused("s3"):
+        elapsed, error = _within(120, lambda: fresh_xcom_backend.deserialize_value(SimpleNamespace(value=stored)))
+
+    assert error is not None, f"the XCom pull succeeded against a paused S3 in {elapsed:.0f} s"
+    assert elapsed < BOUND_S, (elapsed, error)
+    assert "reading the XCom s3://airflow-xcom/xcom/faults/xcom_pull/extract/" in str(error), repr(error)
+    assert fresh_xcom_backend.deserialize_value(SimpleNamespace(value=stored)) == value
+
+
+def test_a_small_xcom_stays_in_the_database_without_an_s3_client(stack, fresh_xcom_backend):
+    from airflow.sdk.io import store
+
+    stored = fresh_xcom_backend.serialize_value({"rate": 0.92}, key="return_value", task_id="t",
+                                                dag_id="faults", run_id="small")
+
+    assert store._STORE_CACHE == {}, "pushing a small XCom made an S3 filesystem"
+    assert fresh_xcom_backend.deserialize_value(SimpleNamespace(value=stored)) == {"rate": 0.92}
