@@ -16,6 +16,7 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -528,8 +529,9 @@ class S3Service(Service):
         # weed mini creates its admin identity from these on first start.
         env["AWS_ACCESS_KEY_ID"] = self.access_key
         env["AWS_SECRET_ACCESS_KEY"] = self.secret_key
-        # SeaweedFS puts its unix sockets and logs under the temp dir (Go's os.TempDir): names shared
-        # by every stack on the machine. Keep them in this stack's own state folder.
+        # SeaweedFS puts its logs (and what else it makes) under the temp dir (Go's os.TempDir): names
+        # shared by every stack on the machine. Keep them in this stack's own state folder. Its gRPC
+        # sockets ignore this: see grpc_sockets_in_tmp.
         tmp = self.data_dir / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
         env["TMPDIR"] = str(tmp)
@@ -565,7 +567,33 @@ class S3Service(Service):
             f"-bucket={','.join(self.buckets)}",
         ]
 
+    def grpc_sockets_in_tmp(self) -> list[Path]:
+        """The unix sockets `weed mini` makes for its gRPC ports under a hard-coded /tmp (command/mini.go,
+        RegisterLocalGrpcSocket: not TMPDIR, no flag). Owner-only (umask 077), but weed never removes
+        them: each stop would leave five behind, so the stack removes its own."""
+        master, master_grpc, _v, volume_grpc, _f, filer_grpc, s3_grpc, *_ = self.internal_ports
+        names = [("master", master_grpc), ("volume", volume_grpc), ("filer", filer_grpc), ("s3", s3_grpc),
+                 ("admin", self.admin_grpc_port)]
+        return [Path(f"/tmp/seaweedfs-{part}-grpc-{port}.sock") for part, port in names]
+
+    def remove_grpc_sockets(self) -> None:
+        for path in self.grpc_sockets_in_tmp():
+            with contextlib.suppress(OSError):
+                info = path.lstat()
+                # only a socket of ours: the ports are this stack's, the file could be anyone's
+                if stat.S_ISSOCK(info.st_mode) and info.st_uid == os.geteuid():
+                    path.unlink()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        super().stop(timeout)
+        self.remove_grpc_sockets()
+
+    def kill_group(self) -> None:
+        super().kill_group()
+        self.remove_grpc_sockets()
+
     def prepare(self) -> None:
+        self.remove_grpc_sockets()  # left by a weed that was killed (its ports are free again: checked)
         # weed writes its volume files 0644: other local users stay out of the whole tree.
         self.data_dir.chmod(0o700)
         (self.data_dir / "data").mkdir(parents=True, exist_ok=True)

@@ -455,3 +455,33 @@ def test_a_store_made_before_the_lockdown_keeps_its_objects(tmp_path):
         finally:
             new.stop()
     assert seen[0] == seen[1], "the keys changed across a restart"
+
+
+def test_weeds_hard_coded_tmp_sockets_are_owner_only_and_removed_on_stop(tmp_path):
+    """`weed mini` puts one unix socket per gRPC port under /tmp whatever TMPDIR says, and never removes
+    them: a running stack's are owner-only, a stopped or killed one's are gone."""
+    import stat as stat_mod
+
+    from devstack.services import S3Service
+    from devstack.stack import _distinct_free_ports, _internal_s3_ports
+
+    internal = _internal_s3_ports()
+    ports = [*_distinct_free_ports(1, taken={*internal, internal[9] + 10000}), *internal]
+    service = S3Service(tmp_path / "s3", tmp_path / "logs", ports[0], ports[1:], "sock-access-key",
+                        secrets.token_hex(16), [BUCKET])
+    expected = service.grpc_sockets_in_tmp()
+
+    service.start()
+    try:
+        present = sorted(str(p) for p in Path("/tmp").glob("seaweedfs-*-grpc-*.sock")
+                         if int(p.stem.rsplit("-", 1)[1]) in service.ports)
+        assert present == sorted(map(str, expected)), "weed's /tmp socket names changed: update grpc_sockets_in_tmp"
+        for path in expected:
+            assert stat_mod.S_IMODE(path.lstat().st_mode) & 0o077 == 0, (path, oct(path.lstat().st_mode))
+    finally:
+        service.stop()
+    assert [p for p in expected if p.exists()] == []
+
+    service.start()
+    service.kill_group()  # as the supervisor does with a dead or hung S3
+    assert [p for p in expected if p.exists()] == []
