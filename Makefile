@@ -16,7 +16,7 @@ PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.1
                    "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { command -v "$$p"; break; }; \
                  done)
 
-.PHONY: help install run test dag airflow strava-token bench bench-executors lint parse-check offline-env lock parse-times clean credentials
+.PHONY: help install run test dag airflow strava-token bench bench-executors lint parse-check offline-env lock parse-times clean credentials docker-env
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ lint:  install ## ruff (AIR rules), hadolint on the Dockerfile, compose + GitHub
 	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.override.yml
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+
+docker-env: install  ## generate the passwords of `astro dev start`'s warehouse, Redis and S3 (.local/docker, mode 600)
+	$(PY) -m devstack docker-env
 
 offline-env: install  ## rewrite .env.offline (astro dev start --env .env.offline) from .env and airflow_settings.yaml
 	$(PY) -m devstack offline-env

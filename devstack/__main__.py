@@ -5,6 +5,7 @@
     python -m devstack exec [--offline] CMD  any command with the local stack's Airflow environment
     python -m devstack offline-env          rewrite .env.offline (astro dev start --env .env.offline)
     python -m devstack credentials          the local stack's logins and generated passwords
+    python -m devstack docker-env           generate .local/docker/*.env for astro dev start
 """
 
 import argparse
@@ -28,6 +29,7 @@ def main() -> int:
     run_cmd.add_argument("args", nargs=argparse.REMAINDER)
     sub.add_parser("offline-env", help="rewrite .env.offline from .env and airflow_settings.yaml")
     sub.add_parser("credentials", help="print the local stack's logins and generated passwords")
+    sub.add_parser("docker-env", help="generate the credentials of astro dev start's servers (.local/docker)")
     args = parser.parse_args()
     if args.command == "credentials":
         cfg = StackConfig.for_run(offline=False)
@@ -36,6 +38,13 @@ def main() -> int:
                   "on its first start.", file=sys.stderr)
             return 1
         print(credentials_banner(cfg, everything=True))
+        return 0
+    if args.command == "docker-env":
+        from devstack.docker_env import write_docker_env  # noqa: PLC0415
+
+        folder = write_docker_env(ROOT)
+        print(f"wrote {', '.join(sorted(p.name for p in folder.glob('*.env')))} in {folder} (mode 600): "
+              "`astro dev start` reads them (docker-compose.override.yml)")
         return 0
     if args.command == "offline-env":
         (ROOT / ".env.offline").write_text(offline_env_text())

@@ -130,6 +130,8 @@ def variable_env(name: str, value: str) -> tuple[str, str]:
 
 
 def s3_credentials(settings: Settings) -> tuple[str, str]:
+    """The S3 keys of the settings file, or those it had before keys were generated (an S3 store made
+    then keeps them: make run reuses them for it)."""
     conn = settings.connections.get(AWS_CONN_ID) or {}
     return conn.get("login") or "local-access-key", conn.get("password") or "local-secret-key"
 

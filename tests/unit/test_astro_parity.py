@@ -93,13 +93,11 @@ def test_host_ports_match_make_run_so_the_readme_commands_work_for_both():
         assert _services()[service]["ports"][0].startswith("127.0.0.1:"), "published on loopback only"
 
 
-def test_compose_credentials_and_buckets_are_those_of_the_settings():
-    database, role, password = airflow_settings.warehouse_database(_settings())
+def test_compose_database_and_buckets_are_those_of_the_settings():
+    # The credentials are generated (make docker-env): tests/e2e/test_docker_credentials.py.
+    database, role, _ = airflow_settings.warehouse_database(_settings())
     environment = _services()["warehouse-db"]["environment"]
-    assert (environment["POSTGRES_DB"], environment["POSTGRES_USER"], environment["POSTGRES_PASSWORD"]) == (
-        database, role, password)
-    access_key, secret_key = airflow_settings.s3_credentials(_settings())
-    assert _services()["s3"]["environment"] == {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+    assert (environment["POSTGRES_DB"], environment["POSTGRES_USER"]) == (database, role)
     assert _command_flag("s3", "bucket").split(",") == list(airflow_settings.BUCKETS)
 
 
@@ -223,9 +221,10 @@ def test_production_env_holds_the_real_api_connections_and_no_secret():
 def test_astro_dev_start_with_env_local_keeps_the_settings_of_env():
     """The CLI gives its four Airflow services the one file of `--env` (astro-cli airflow/container.go,
     generateConfig; composeyml.go.tmpl); the override appends .env to it (compose appends env_file
-    lists), so `astro dev start --env .env.local` reads .env and then the secrets, like make run."""
+    lists), so `astro dev start --env .env.local` reads .env and then the secrets, like make run - and
+    last the generated connections of the local servers (make docker-env)."""
     for service in AIRFLOW_SERVICES:
-        assert _services()[service]["env_file"] == [".env"], service
+        assert _services()[service]["env_file"] == [".env", ".local/docker/airflow.env"], service
 
 
 def test_no_secret_is_committed_in_the_files_the_cli_applies_or_exports_to():

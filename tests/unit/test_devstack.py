@@ -67,12 +67,12 @@ def test_local_connections_repoint_services_and_offline_apis(tmp_path):
     assert (online["warehouse_db"]["host"], online["warehouse_db"]["port"]) == ("127.0.0.1", 1)
     assert (online["redis_default"]["host"], online["redis_default"]["port"]) == ("127.0.0.1", 2)
     assert online["aws_default"]["extra"]["endpoint_url"] == "http://127.0.0.1:3"
-    # The generated credentials, not the file's examples (those stay for the Astro/Docker path).
+    # The generated credentials: the file has none.
     assert online["warehouse_db"]["password"] == creds.warehouse_db
     assert online["redis_default"]["password"] == creds.redis
     assert (online["aws_default"]["login"], online["aws_default"]["password"]) == (creds.s3_access_key,
                                                                                   creds.s3_secret_key)
-    assert settings.connections["aws_default"]["login"] == "local-access-key"
+    assert settings.connections["aws_default"]["login"] is None
     assert online["twelvedata"]["host"] == "api.twelvedata.com"  # online: the real API
     for conn_id in ("open_meteo_archive", "open_meteo_forecast", "twelvedata", "strava", "nyc_tlc", "swapi"):
         assert (offline[conn_id]["schema"], offline[conn_id]["host"], offline[conn_id]["port"]) == \
