@@ -207,8 +207,8 @@ def test_the_s3_container_flags_serve_s3_with_the_generated_keys_only(generated,
     (tmp_path / "data").mkdir()
     (tmp_path / "tmp").mkdir()
     log = open(tmp_path / "weed.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(command, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp_path / "tmp"),
-                                          **env["s3.env"]},
+    weed_env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp_path / "tmp"), **env["s3.env"]}
+    proc = subprocess.Popen(command, env=weed_env,
                             cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def client(access_key, secret_key):
