@@ -13,12 +13,14 @@ from include.nyc_taxi import (
     FIRST_MONTH,
     MONTH_PATTERN,
     download_month,
-    load_month,
     month_of_run,
     monthly_timetable,
     out_of_bounds_counts,
     parquet_row_count,
     parquetize_month,
+    publish_month,
+    stage_month,
+    staged_table,
 )
 from include.quality import taxi_month_checks
 
@@ -49,14 +51,16 @@ the `month` param (YYYY-MM) to load any month again.
    scheduled run and *fails* a manual one (it loaded nothing);
 2. `parquetize_month` converts it in bounded pyarrow batches with the TLC column types to
    `s3://nyc-tlc/parquet/yellow_tripdata_<YYYY-MM>.parquet`;
-3. `load_month` replaces the month's partition of `yellow_taxi_trips` with Postgres `COPY`, in one
-   transaction;
-4. `check_columns` / `check_table` (common-sql check operators, on the month's partition): the
-   row count equals the parquet file's, no trip without pickup/dropoff time or zone, and no
+3. `load` copies it with Postgres `COPY` into the staged table `yellow_taxi_trips_<YYYY_MM>_staged`
+   (committed; the table itself is untouched);
+4. `check_columns` / `check_table` (common-sql check operators, on the staged month): the row
+   count equals the parquet file's, no trip without pickup/dropoff time or zone, and no
    plausibility bound (fare, distance, duration, pickup in the month) broken by more than 5% of
    the trips - fewer are real TLC data, kept and counted;
-5. `publish` emits the `yellow_taxi_trips` asset event (month, rows, out-of-bounds counts) - only
-   when every check passed, so consumers of the table never run on a month that failed one.
+5. `publish` - only when every check passed - swaps the staged month in for the month's partition
+   of `yellow_taxi_trips` (one short transaction: readers see the old month until it commits) and
+   emits the `yellow_taxi_trips` asset event (month, rows, out-of-bounds counts). A month that
+   fails a check never reaches the table, and nothing scheduled on it runs.
 Each of `download` and `parquetize` emits its S3 object's asset event (`nyc_tlc.raw`,
 `nyc_tlc.parquet`). A broken file (truncated gzip, missing column, non-numeric value) fails with a
 message naming the problem and leaves the warehouse month as it was.
@@ -82,12 +86,14 @@ def nyc_taxi_ingestion():
     @task
     def load(parquet_key: str, logical_date=None, params=None) -> dict:
         month = month_of_run(logical_date, params["month"])
-        copied = load_month(month)
-        # The checks compare the partition with the source object's own count, not with ours.
-        return {"month": month, "parquet_key": parquet_key, "rows": parquet_row_count(month), "copied": copied}
+        copied = stage_month(month)
+        # The checks compare the staged month with the source object's own count, not with ours.
+        return {"month": month, "parquet_key": parquet_key, "rows": parquet_row_count(month), "copied": copied,
+                "staged_table": staged_table(month)}
 
     @task(outlets=[YELLOW_TAXI_TRIPS])
     def publish(loaded: dict, data_interval_start=None, data_interval_end=None, outlet_events=None) -> dict:
+        publish_month(loaded["month"])
         extra = {
             "month": loaded["month"], "rows": loaded["rows"], "parquet_key": loaded["parquet_key"],
             "out_of_bounds": out_of_bounds_counts(loaded["month"]),

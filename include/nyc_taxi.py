@@ -1,5 +1,6 @@
-"""NYC TLC yellow-taxi months: download -> parquet -> S3 -> Postgres COPY (-> the checks of
-include/quality.py).
+"""NYC TLC yellow-taxi months: download -> parquet -> S3 -> Postgres COPY into a staged table -> the
+checks of include/quality.py on it -> swapped in as the month's partition of yellow_taxi_trips. A
+month that fails a check never reaches the table: readers keep the month's previous data.
 
 Every step streams in bounded pieces (HTTP chunks, CSV blocks, parquet row groups, COPY buffers), so
 memory stays flat whatever the month's size; steps hand over S3 keys only (tasks may run on
@@ -315,18 +316,22 @@ def _partition(month: str) -> str:
     return f"{TABLE}_{month.replace('-', '_')}"
 
 
-# How long the swap may wait for readers of the table to finish before the load gives up (and is
+def staged_table(month: str) -> str:
+    """Where a month's load waits for its checks: a plain table beside yellow_taxi_trips, not one of
+    its partitions, so no reader of the table sees it until publish swaps it in."""
+    return f"{_partition(month)}_staged"
+
+
+# How long the swap may wait for readers of the table to finish before the publish gives up (and is
 # retried): a reader holding the table for longer must not freeze every later reader behind the
 # swap's lock request.
 SWAP_LOCK_TIMEOUT = "60s"
 
 
-def copy_parquet_into_month(parquet, month: str, conn) -> int:
-    """Load the parquet file as the month's partition, in one transaction: COPY into a fresh table,
-    then swap it in for the old partition (detach, drop, attach). Readers of other months and of
-    the whole table keep reading - the previous data of this month included - until the commit;
-    only the swap itself, milliseconds long, takes the table's exclusive lock. A failure leaves
-    the month as it was. `parquet` is a path or an open pyarrow file (e.g. straight from S3)."""
+def copy_parquet_into_staging(parquet, month: str, conn) -> int:
+    """COPY the parquet file into the month's staged table (staged_table) and commit; the table's
+    month stays as it was. A failure leaves no staged table behind, a re-run replaces it.
+    `parquet` is a path or an open pyarrow file (e.g. straight from S3)."""
     import pyarrow.parquet as pq  # noqa: PLC0415
     from psycopg.copy import LibpqWriter  # noqa: PLC0415
 
@@ -334,8 +339,7 @@ def copy_parquet_into_month(parquet, month: str, conn) -> int:
     from include.warehouse import apply_ddl, transaction  # noqa: PLC0415
 
     first_day = f"{month}-01"
-    partition = _partition(month)
-    staging = f"{partition}_loading"
+    staged = staged_table(month)
     columns = ", ".join(f'"{c}"' for c in COLUMNS)
     _use_system_allocator()
     # pre_buffer: one ranged read per row group rather than one per column chunk (S3 round trips).
@@ -345,12 +349,12 @@ def copy_parquet_into_month(parquet, month: str, conn) -> int:
     rows = 0
     apply_ddl(conn, TABLE)  # the partitioned table itself (concurrent first loads: see warehouse.py)
     with transaction(conn), conn.cursor() as cur:
-        cur.execute(f"DROP TABLE IF EXISTS {staging}")  # left by a load killed mid-way (not committed: gone anyway)
-        cur.execute(f"CREATE TABLE {staging} (LIKE {TABLE} INCLUDING DEFAULTS)")
+        cur.execute(f"DROP TABLE IF EXISTS {staged}")  # an earlier load's, that failed its checks
+        cur.execute(f"CREATE TABLE {staged} (LIKE {TABLE} INCLUDING DEFAULTS)")
         # data_month comes from the default: no need to send it with every row. The CHECK lets
         # ATTACH skip scanning the month to prove it belongs there.
-        cur.execute(f"ALTER TABLE {staging} ALTER COLUMN data_month SET DEFAULT '{first_day}'")
-        cur.execute(f"ALTER TABLE {staging} ADD CONSTRAINT {partition}_data_month "
+        cur.execute(f"ALTER TABLE {staged} ALTER COLUMN data_month SET DEFAULT '{first_day}'")
+        cur.execute(f"ALTER TABLE {staged} ADD CONSTRAINT {_partition(month)}_data_month "
                     f"CHECK (data_month = DATE '{first_day}')")
         # Binary COPY: Postgres stores the values as sent instead of parsing text, about half its
         # work for this table. LibpqWriter sends as it goes; psycopg's default writer would queue up
@@ -358,7 +362,7 @@ def copy_parquet_into_month(parquet, month: str, conn) -> int:
         # a time (iter_batches would read ahead: +40 MB).
         # FREEZE (allowed: the table was created in this transaction) writes the rows already
         # visible to all, so the first reader - the check - does not rewrite every page (hint bits).
-        statement = f"COPY {staging} ({columns}) FROM STDIN (FORMAT binary, FREEZE)"
+        statement = f"COPY {staged} ({columns}) FROM STDIN (FORMAT binary, FREEZE)"
         with cur.copy(statement, writer=LibpqWriter(cur)) as copy:
             copy.write(pg_binary.HEADER)
             for group in range(source.num_row_groups):
@@ -366,23 +370,72 @@ def copy_parquet_into_month(parquet, month: str, conn) -> int:
                     copy.write(pg_binary.encode_batch(batch))
                     rows += batch.num_rows
             copy.write(pg_binary.TRAILER)
-        # The swap: a re-run replaces the month, never adds to it.
-        cur.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
-        cur.execute("SELECT to_regclass(%s) IS NOT NULL", [partition])
-        if cur.fetchone()[0]:
-            cur.execute(f"ALTER TABLE {TABLE} DETACH PARTITION {partition}")
-            cur.execute(f"DROP TABLE {partition}")
-        cur.execute(f"ALTER TABLE {staging} RENAME TO {partition}")
-        cur.execute(f"ALTER TABLE {TABLE} ATTACH PARTITION {partition} FOR VALUES IN ('{first_day}')")
     return rows
 
 
-def load_month(month: str, conn_id: str = "warehouse_db") -> int:
+def swap_in_staged_month(month: str, conn) -> bool:
+    """Replace the month's partition with its staged table (detach, drop, rename, attach) in one
+    transaction: readers of the table see the old month until the commit, and only the swap itself,
+    milliseconds long, takes the table's exclusive lock. A re-run replaces the month, never adds to it.
+    False when there is nothing staged: an earlier attempt of the same publish already swapped it in."""
+    from include.warehouse import transaction  # noqa: PLC0415
+
+    partition, staged = _partition(month), staged_table(month)
+    with transaction(conn), conn.cursor() as cur:
+        cur.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL", [staged, partition])
+        has_staged, has_partition = cur.fetchone()
+        if not has_staged:
+            if has_partition:
+                return False
+            raise TaxiDataError(f"{month}: no staged load ({staged}) and no partition to publish: run load first")
+        if has_partition:
+            cur.execute(f"ALTER TABLE {TABLE} DETACH PARTITION {partition}")
+            cur.execute(f"DROP TABLE {partition}")
+        cur.execute(f"ALTER TABLE {staged} RENAME TO {partition}")
+        cur.execute(f"ALTER TABLE {TABLE} ATTACH PARTITION {partition} FOR VALUES IN ('{month}-01')")
+    return True
+
+
+def copy_parquet_into_month(parquet, month: str, conn) -> int:
+    """Stage the parquet file and swap it in at once, without checks in between (tools and tests;
+    the DAG checks the staged table before its publish task swaps it in)."""
+    rows = copy_parquet_into_staging(parquet, month, conn)
+    swap_in_staged_month(month, conn)
+    return rows
+
+
+def _warehouse_conn(conn_id: str):
     from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: PLC0415
 
+    return PostgresHook(postgres_conn_id=conn_id).get_conn()
+
+
+def stage_month(month: str, conn_id: str = "warehouse_db") -> int:
+    """The month's parquet object from S3 into its staged table (committed; the month as it was)."""
     parquet = _filesystem().open_input_file(f"{BUCKET}/{parquet_key(month)}")
-    conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
-    try:  # the load commits on success and rolls back (old month intact) on failure
+    conn = _warehouse_conn(conn_id)
+    try:
+        return copy_parquet_into_staging(parquet, month, conn)
+    finally:
+        conn.close()
+        parquet.close()
+
+
+def publish_month(month: str, conn_id: str = "warehouse_db") -> bool:
+    """Swap the month's staged table in (after its checks passed); see swap_in_staged_month."""
+    conn = _warehouse_conn(conn_id)
+    try:
+        return swap_in_staged_month(month, conn)
+    finally:
+        conn.close()
+
+
+def load_month(month: str, conn_id: str = "warehouse_db") -> int:
+    """Stage and swap in at once (no checks between): tools and tests."""
+    parquet = _filesystem().open_input_file(f"{BUCKET}/{parquet_key(month)}")
+    conn = _warehouse_conn(conn_id)
+    try:  # each step commits on success and rolls back (old month intact) on failure
         return copy_parquet_into_month(parquet, month, conn)
     finally:
         conn.close()

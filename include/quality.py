@@ -5,8 +5,10 @@ How a gate works: load -> check_columns + check_table -> publish. A failed check
 once (`retry_on_failure=False`: asking again does not improve data; a lost connection is still
 retried) with each failed check's name and figures, and only `publish`, downstream of both, carries
 the table's asset outlet - so a load that fails a check emits no asset event and nothing scheduled
-on the table runs on it. The rows stay in the warehouse (the load has committed them) and the red
-run says why.
+on the table runs on it. The taxi months go further: the load stages the month in a table of its
+own, the checks run there, and only publish swaps it into yellow_taxi_trips - a month that fails
+never reaches the table. The exchange-rate and Strava rows are upserts of a run's few rows: they
+stay in the warehouse (the load has committed them) and the red run says why.
 
 The bounds, their sources and the TLC bad-row decision: README, "Assets and data quality".
 Cheap to import (DAG parsing): the operators' module only, no database driver.
@@ -59,21 +61,22 @@ class SQLTableCheckWithFiguresOperator(SQLTableCheckOperator):
 
 
 def column_checks(table: str, column_mapping: dict, partition_clause: str,
-                  task_id: str = "check_columns") -> SQLColumnCheckOperator:
-    """Per-column checks (null_check, unique_check, min, max) on the rows of one load."""
+                  task_id: str = "check_columns", described_as: str | None = None) -> SQLColumnCheckOperator:
+    """Per-column checks (null_check, unique_check, min, max) on the rows of one load. `table` may be
+    a template (a staged table named by the load); `described_as` then names it in the task's docs."""
     return SQLColumnCheckOperator(
         task_id=task_id, conn_id=WAREHOUSE_CONN_ID, table=table, column_mapping=column_mapping,
         partition_clause=partition_clause, retry_on_failure=False,
-        doc_md=f"Column checks on the rows of `{table}` this run loaded; see include/quality.py.")
+        doc_md=f"Column checks on the rows of `{described_as or table}` this run loaded; see include/quality.py.")
 
 
 def table_checks(table: str, checks: dict, partition_clause: str,
-                 task_id: str = "check_table") -> SQLTableCheckWithFiguresOperator:
+                 task_id: str = "check_table", described_as: str | None = None) -> SQLTableCheckWithFiguresOperator:
     """Whole-partition checks (row counts, shares of out-of-bounds rows) on the rows of one load."""
     return SQLTableCheckWithFiguresOperator(
         task_id=task_id, conn_id=WAREHOUSE_CONN_ID, table=table, checks=checks,
         partition_clause=partition_clause, retry_on_failure=False,
-        doc_md=f"Table checks on the rows of `{table}` this run loaded; see include/quality.py.")
+        doc_md=f"Table checks on the rows of `{described_as or table}` this run loaded; see include/quality.py.")
 
 
 def _xcom(task_id: str, key: str) -> str:
@@ -147,14 +150,16 @@ TLC_ZONE_IDS = (1, 265)
 
 
 def taxi_month_checks(load_task_id: str):
-    """The month's partition against the parquet file it was loaded from (the load task pushes the
-    month and the file's row count, read from its footer)."""
+    """The staged month against the parquet file it was loaded from (the load task pushes the month,
+    its staged table and the file's row count, read from its footer)."""
     partition = f"data_month = DATE '{_xcom(load_task_id, 'month')}-01'"
-    columns = column_checks("yellow_taxi_trips", {
+    staged = _xcom(load_task_id, "staged_table")
+    described = "yellow_taxi_trips_<YYYY_MM>_staged (the month before publish swaps it in)"
+    columns = column_checks(staged, {
         # A trip's time is its key to a day: without it the trip belongs nowhere.
         "tpep_pickup_datetime": {"null_check": {"equal_to": 0}},
         "tpep_dropoff_datetime": {"null_check": {"equal_to": 0}},
-    }, partition)
+    }, partition, described_as=described)
     low, high = TLC_ZONE_IDS
     checks = {
         "rows_match_parquet": {"check_statement": f"COUNT(*) = {_xcom(load_task_id, 'rows')}",
@@ -170,4 +175,4 @@ def taxi_month_checks(load_task_id: str):
             "check_statement": f"COUNT(*) FILTER (WHERE {predicate}) <= {TLC_MAX_OUT_OF_BOUNDS_SHARE} * COUNT(*)",
             "figures": {"out_of_bounds": f"COUNT(*) FILTER (WHERE {predicate})", "rows": "COUNT(*)"},
         }
-    return columns, table_checks("yellow_taxi_trips", checks, partition)
+    return columns, table_checks(staged, checks, partition, described_as=described)

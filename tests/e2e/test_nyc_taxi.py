@@ -36,6 +36,14 @@ def _pg():
     return PostgresHook(postgres_conn_id="warehouse_db")
 
 
+def _month_fingerprint(month: str) -> tuple:
+    """What readers of yellow_taxi_trips see of a month: rows, timed pickups, fare total."""
+    if not _pg().get_first("SELECT to_regclass('yellow_taxi_trips') IS NOT NULL")[0]:
+        return (0, 0, None)
+    return tuple(_pg().get_first("SELECT count(*), count(tpep_pickup_datetime), round(sum(fare_amount)::numeric, 2) "
+                                 "FROM yellow_taxi_trips WHERE data_month = %s", [f"{month}-01"]))
+
+
 def _month_count(month: str) -> int:
     if not _pg().get_first("SELECT to_regclass('yellow_taxi_trips') IS NOT NULL")[0]:
         return 0
@@ -288,7 +296,7 @@ def test_readers_see_the_previous_data_while_a_month_loads(dagbag, tlc, monkeypa
     finally:
         loader.join(120)
     assert _month_count("2021-03") == ROWS
-    assert not _pg().get_first("SELECT to_regclass('yellow_taxi_trips_2021_03_loading') IS NOT NULL")[0]
+    assert not _pg().get_first("SELECT to_regclass('yellow_taxi_trips_2021_03_staged') IS NOT NULL")[0]
 
 
 # -- asset events and the data-quality gate ----------------------------------------------------------
@@ -340,6 +348,7 @@ def test_bad_but_real_rows_are_kept_and_counted_in_the_event(dagbag, tlc):
     ],
 )
 def test_a_month_failing_a_check_fails_the_run_and_emits_no_table_event(dagbag, tlc, capfd, fault, failing, figures):
+    before = _month_fingerprint("2021-07")
     tlc.inject_fault("/DataTalksClub/", fault, times=None)
 
     run, states = _run(dagbag, "2021-07")
@@ -352,17 +361,22 @@ def test_a_month_failing_a_check_fails_the_run_and_emits_no_table_event(dagbag, 
     events = _events(run)
     assert "warehouse.yellow_taxi_trips" not in events  # nothing scheduled on the table runs on this month
     assert set(events) == {"nyc_tlc.raw", "nyc_tlc.parquet"}  # the files themselves did land
-    _fixed_and_reloaded(tlc, dagbag, "2021-07")
+    _never_reached_the_table_then_fixed(tlc, dagbag, "2021-07", before)
 
 
-def _fixed_and_reloaded(tlc, dagbag, month: str) -> None:
-    """The bad month stays in the table until a run loads a good file: that run replaces it and
-    emits the event."""
+def _never_reached_the_table_then_fixed(tlc, dagbag, month: str, before: tuple) -> None:
+    """The failed month stayed in its staged table (for a look at it); readers of yellow_taxi_trips
+    still see what the month held before. A run with a good file replaces both and emits the event."""
+    staged = f"yellow_taxi_trips_{month.replace('-', '_')}_staged"
+    assert _month_fingerprint(month) == before, "a month that failed its checks reached the table"
+    assert _pg().get_first(f"SELECT count(*) FROM {staged}")[0] > 0  # noqa: S608 - test's own name
     tlc.clear_faults()
     tlc.configure(tlc_rows_per_month=ROWS)
     run, states = _run(dagbag, month)
     assert run.state == "success", states
     assert [event["rows"] for event in _events(run)["warehouse.yellow_taxi_trips"]] == [ROWS]
+    assert _month_count(month) == ROWS
+    assert not _pg().get_first("SELECT to_regclass(%s) IS NOT NULL", [staged])[0]
 
 
 def test_a_load_that_loses_rows_fails_the_row_count_check(dagbag, tlc, capfd, monkeypatch):
@@ -379,6 +393,7 @@ def test_a_load_that_loses_rows_fails_the_row_count_check(dagbag, tlc, capfd, mo
         return encode(batch)
 
     monkeypatch.setattr(pg_binary, "encode_batch", lossy_encode)
+    before = _month_fingerprint("2021-05")
 
     run, states = _run(dagbag, "2021-05")
 
@@ -387,4 +402,4 @@ def test_a_load_that_loses_rows_fails_the_row_count_check(dagbag, tlc, capfd, mo
     assert f"rows_match_parquet: rows={ROWS - 1}; must hold: COUNT(*) = {ROWS}" in capfd.readouterr().out
     assert "warehouse.yellow_taxi_trips" not in _events(run)
     monkeypatch.undo()
-    _fixed_and_reloaded(tlc, dagbag, "2021-05")
+    _never_reached_the_table_then_fixed(tlc, dagbag, "2021-05", before)
