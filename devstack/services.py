@@ -594,6 +594,15 @@ class S3Service(Service):
 
     def prepare(self) -> None:
         self.remove_grpc_sockets()  # left by a weed that was killed (its ports are free again: checked)
+        if os.geteuid() != 0:  # root's weed replaces any old socket itself
+            for path in self.grpc_sockets_in_tmp():
+                with contextlib.suppress(FileNotFoundError):
+                    owner = path.lstat().st_uid
+                    # Another user's dead socket: /tmp's sticky bit keeps weed from replacing it, weed's
+                    # own gRPC clients then dial it, and S3 fails its health checks a minute later.
+                    raise ServiceError(
+                        f"s3: {path} was left by a SeaweedFS of uid {owner}, and this user may not remove it: "
+                        "have it removed, or give this stack other ports (DEVSTACK_S3_PORT)")
         # weed writes its volume files 0644: other local users stay out of the whole tree.
         self.data_dir.chmod(0o700)
         (self.data_dir / "data").mkdir(parents=True, exist_ok=True)

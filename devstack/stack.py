@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -221,10 +222,13 @@ def _distinct_free_ports(count: int, taken: set[int] = frozenset()) -> list[int]
 
 def _internal_s3_ports() -> list[int]:
     """11 distinct free ports for SeaweedFS; the admin one (10th) low enough that it + 10000 (its
-    worker's gRPC port) is a free port too."""
-    ports = _distinct_free_ports(11)
-    while ports[9] + 10000 > 65535 or port_in_use(ports[9] + 10000):
-        ports[9] = _distinct_free_ports(1, taken=set(ports))[0]
+    worker's gRPC port) is a free port too. No port whose number a dead weed's /tmp socket still
+    carries (S3Service.grpc_sockets_in_tmp: another user's cannot be replaced)."""
+    taken = {int(match.group(1)) for path in Path("/tmp").glob("seaweedfs-*-grpc-*.sock")
+             if (match := re.fullmatch(r"seaweedfs-.+-grpc-(\d+)\.sock", path.name))}
+    ports = _distinct_free_ports(11, taken=taken)
+    while ports[9] + 10000 > 65535 or port_in_use(ports[9] + 10000) or ports[9] + 10000 in taken:
+        ports[9] = _distinct_free_ports(1, taken={*ports, *taken})[0]
     return ports
 
 

@@ -471,10 +471,13 @@ def test_weeds_hard_coded_tmp_sockets_are_owner_only_and_removed_on_stop(tmp_pat
                         secrets.token_hex(16), [BUCKET])
     expected = service.grpc_sockets_in_tmp()
 
+    started = time.time()
     service.start()
     try:
+        # The sockets this weed made: one of its port numbers, and new (a dead socket of another stack
+        # may carry one of these numbers for another part).
         present = sorted(str(p) for p in Path("/tmp").glob("seaweedfs-*-grpc-*.sock")
-                         if int(p.stem.rsplit("-", 1)[1]) in service.ports)
+                         if int(p.stem.rsplit("-", 1)[1]) in service.ports and p.lstat().st_mtime >= started - 1)
         assert present == sorted(map(str, expected)), "weed's /tmp socket names changed: update grpc_sockets_in_tmp"
         for path in expected:
             assert stat_mod.S_IMODE(path.lstat().st_mode) & 0o077 == 0, (path, oct(path.lstat().st_mode))
@@ -485,3 +488,28 @@ def test_weeds_hard_coded_tmp_sockets_are_owner_only_and_removed_on_stop(tmp_pat
     service.start()
     service.kill_group()  # as the supervisor does with a dead or hung S3
     assert [p for p in expected if p.exists()] == []
+
+
+def test_another_users_dead_socket_on_our_port_fails_the_start_at_once_naming_it(tmp_path, monkeypatch):
+    """/tmp is sticky: a non-root stack cannot replace another user's dead weed socket, and weed would
+    then fail its health checks a minute later with `bind: address already in use`. Checked as a
+    non-root user (uid 1001) facing a socket of ours (root's here)."""
+    import socket as socket_mod
+
+    from devstack import services
+    from devstack.services import S3Service, ServiceError
+    from devstack.stack import _distinct_free_ports, _internal_s3_ports
+
+    internal = _internal_s3_ports()
+    ports = [*_distinct_free_ports(1, taken={*internal, internal[9] + 10000}), *internal]
+    service = S3Service(tmp_path / "s3", tmp_path / "logs", ports[0], ports[1:], "k", "s", [BUCKET])
+    planted = service.grpc_sockets_in_tmp()[0]
+    listener = socket_mod.socket(socket_mod.AF_UNIX)
+    listener.bind(str(planted))
+    listener.close()  # dead: the file stays, nothing listens
+    try:
+        monkeypatch.setattr(services.os, "geteuid", lambda: 1001)
+        with pytest.raises(ServiceError, match=f"{planted} was left by a SeaweedFS of uid {os.getuid()}"):
+            service.prepare()
+    finally:
+        planted.unlink(missing_ok=True)
