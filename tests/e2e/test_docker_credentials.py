@@ -203,7 +203,9 @@ def test_the_s3_container_flags_serve_s3_with_the_generated_keys_only(generated,
                f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}", f"-filer.port={filer}",
                f"-filer.port.grpc={filer_grpc}", f"-s3.port.grpc={s3_grpc}", "-s3.port.iceberg=0",
                "-s3.port.lance=0", f"-admin.port={admin}", f"-admin.port.grpc={admin + 10000}",
-               f"-s3.metricsPort={metrics}"]
+               f"-s3.metricsPort={metrics}",
+               # the container's /tmp is its own; here its unix sockets would land in the host's
+               f"-filer.localSocket={tmp_path / 'filer.sock'}", f"-s3.localSocket={tmp_path / 's3.sock'}"]
     (tmp_path / "data").mkdir()
     (tmp_path / "tmp").mkdir()
     log = open(tmp_path / "weed.log", "wb")  # noqa: SIM115 - closed below
