@@ -32,6 +32,26 @@ class SQLTableCheckWithFiguresOperator(SQLTableCheckOperator):
 
     template_fields = (*SQLTableCheckOperator.template_fields, "checks")
 
+    def __init__(self, *, aggregates_only: bool = False, **kwargs):
+        # Read by _generate_sql_query, which the parent's __init__ calls.
+        self.aggregates_only = aggregates_only
+        super().__init__(**kwargs)
+
+    def _generate_sql_query(self):
+        """The stock query scans the rows once per check (a UNION ALL of subqueries). When every check
+        is an aggregate over the same rows (aggregates_only), one scan computes them all and VALUES
+        turns the one row into the (check_name, check_result) rows the operator reads."""
+        if not self.aggregates_only or any("partition_clause" in check for check in self.checks.values()):
+            return super()._generate_sql_query()
+        where = f"WHERE {self.partition_clause}" if self.partition_clause else ""
+        cases = ", ".join(f"CASE WHEN {check['check_statement']} THEN 1 ELSE 0 END AS {name}"
+                          for name, check in self.checks.items())
+        values = ", ".join(f"('{name}', {name})" for name in self.checks)
+        # The DAG's own table and statements, formatted in as the stock template does.
+        one_scan = f"SELECT {cases} FROM {self.table} {where}"  # noqa: S608
+        unpivot = f"CROSS JOIN LATERAL (VALUES {values}) AS v(check_name, check_result)"
+        return f"SELECT v.check_name, v.check_result FROM ({one_scan}) AS sq {unpivot}"  # noqa: S608
+
     def execute(self, context):
         try:
             return super().execute(context)
@@ -70,12 +90,13 @@ def column_checks(table: str, column_mapping: dict, partition_clause: str,
         doc_md=f"Column checks on the rows of `{described_as or table}` this run loaded; see include/quality.py.")
 
 
-def table_checks(table: str, checks: dict, partition_clause: str,
-                 task_id: str = "check_table", described_as: str | None = None) -> SQLTableCheckWithFiguresOperator:
-    """Whole-partition checks (row counts, shares of out-of-bounds rows) on the rows of one load."""
+def table_checks(table: str, checks: dict, partition_clause: str, task_id: str = "check_table",
+                 described_as: str | None = None, aggregates_only: bool = False) -> SQLTableCheckWithFiguresOperator:
+    """Whole-partition checks (row counts, shares of out-of-bounds rows) on the rows of one load;
+    aggregates_only: every check statement is an aggregate, so one scan answers them all."""
     return SQLTableCheckWithFiguresOperator(
         task_id=task_id, conn_id=WAREHOUSE_CONN_ID, table=table, checks=checks,
-        partition_clause=partition_clause, retry_on_failure=False,
+        partition_clause=partition_clause, retry_on_failure=False, aggregates_only=aggregates_only,
         doc_md=f"Table checks on the rows of `{described_as or table}` this run loaded; see include/quality.py.")
 
 
@@ -175,4 +196,5 @@ def taxi_month_checks(load_task_id: str):
             "check_statement": f"COUNT(*) FILTER (WHERE {predicate}) <= {TLC_MAX_OUT_OF_BOUNDS_SHARE} * COUNT(*)",
             "figures": {"out_of_bounds": f"COUNT(*) FILTER (WHERE {predicate})", "rows": "COUNT(*)"},
         }
-    return columns, table_checks(staged, checks, partition, described_as=described)
+    # All aggregates over the month: one scan of 2M rows instead of eight.
+    return columns, table_checks(staged, checks, partition, described_as=described, aggregates_only=True)

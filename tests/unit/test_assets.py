@@ -40,3 +40,14 @@ def test_importing_the_assets_loads_no_aws_client():
     code = "import sys, include.assets; print(sorted(m for m in ('boto3', 'botocore') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_taxi_table_checks_scan_the_staged_month_once():
+    """Eight aggregate checks over 2M rows: one scan, not the stock operator's one per check."""
+    from include.quality import taxi_month_checks
+
+    _, table = taxi_month_checks("load")
+
+    assert table.sql.count(" FROM ") == 3  # the operator's wrapper, the unpivot, the one scan
+    assert table.sql.count("xcom_pull(task_ids='load')['staged_table']") == 1
+    assert "UNION ALL" not in table.sql
