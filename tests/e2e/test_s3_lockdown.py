@@ -474,11 +474,16 @@ def test_weeds_hard_coded_tmp_sockets_are_owner_only_and_removed_on_stop(tmp_pat
     started = time.time()
     service.start()
     try:
-        # The sockets this weed made: one of its port numbers, and new (a dead socket of another stack
-        # may carry one of these numbers for another part).
-        present = sorted(str(p) for p in Path("/tmp").glob("seaweedfs-*-grpc-*.sock")
-                         if int(p.stem.rsplit("-", 1)[1]) in service.ports and p.lstat().st_mtime >= started - 1)
-        assert present == sorted(map(str, expected)), "weed's /tmp socket names changed: update grpc_sockets_in_tmp"
+        def present() -> list[str]:
+            # The sockets this weed made: one of its port numbers, and new (a dead socket of another
+            # stack may carry one of these numbers for another part).
+            return sorted(str(p) for p in Path("/tmp").glob("seaweedfs-*-grpc-*.sock")
+                          if int(p.stem.rsplit("-", 1)[1]) in service.ports and p.lstat().st_mtime >= started - 1)
+
+        deadline = time.monotonic() + 30
+        while present() != sorted(map(str, expected)) and time.monotonic() < deadline:
+            time.sleep(0.5)  # the admin server starts after the S3 gateway answers (start() returns)
+        assert present() == sorted(map(str, expected)), "weed's /tmp socket names changed: update grpc_sockets_in_tmp"
         for path in expected:
             assert stat_mod.S_IMODE(path.lstat().st_mode) & 0o077 == 0, (path, oct(path.lstat().st_mode))
     finally:
