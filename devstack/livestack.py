@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from unittest import mock
 
-from devstack.services import free_port, port_in_use
+from devstack.services import free_port, free_s3_base_port
 from devstack.stack import ROOT
 
 # Unpause the DAGs of a batch, then trigger each run (dag_id, logical date ISO, conf) - as the UI's
@@ -42,10 +42,7 @@ for dag_id, at, conf in batch:
 
 class LiveStack:
     def __init__(self, tmp: Path, extra_env: dict[str, str] | None = None):
-        while True:  # S3: 12 consecutive free ports (gateway + 11 internal) and admin + 10000
-            s3 = free_port()
-            if s3 < 55000 and not any(port_in_use(p) for p in [*range(s3, s3 + 12), s3 + 10 + 10000]):
-                break
+        s3 = free_s3_base_port()
         self.state_dir = tmp / "state"
         ports = {name: str(free_port()) for name in ("API", "POSTGRES", "REDIS", "STANDIN", "SCHEDULER_HEALTH",
                                                       "WORKER_LOG", "TRIGGER_LOG", "FLOWER")}

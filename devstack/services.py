@@ -13,6 +13,7 @@ import ctypes
 import importlib.util
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -32,11 +33,51 @@ class ServiceError(RuntimeError):
     """A local service could not be started or is not healthy."""
 
 
+def ephemeral_port_range() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 49152, 65535  # IANA's dynamic ports: the macOS/BSD default
+    return low, high
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now - below the ephemeral range when
+    there is room: a port from that range (what binding port 0 hands out) can be taken by any
+    outgoing connection between this check and the server's own bind (a test stack's S3 lost its
+    filer port to one that way)."""
+    low, _ = ephemeral_port_range()
+    if low > 12000:
+        for _ in range(200):
+            port = random.randint(10000, low - 1)  # noqa: S311 - not a secret
+            if _bindable(port):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_s3_base_port() -> int:
+    """A DEVSTACK_S3_PORT for a stack of its own: 12 consecutive free ports (the gateway and its 11
+    internal servers) and admin (+10) + 10000, below the ephemeral range when there is room."""
+    low, _ = ephemeral_port_range()
+    for attempt in range(1000):
+        s3 = free_port()
+        ports = [*range(s3, s3 + 12), s3 + 10 + 10000]
+        limit = low if attempt < 500 else 65536
+        if max(ports) < limit and not any(port_in_use(p) for p in ports):
+            return s3
+    raise ServiceError("no 12 consecutive free ports (and the S3 admin port + 10000) found on 127.0.0.1")
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

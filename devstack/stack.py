@@ -31,6 +31,7 @@ from devstack.services import (
     S3Service,
     Service,
     ServiceError,
+    ephemeral_port_range,
     free_port,
     http_ok,
     port_in_use,
@@ -227,7 +228,9 @@ def _internal_s3_ports() -> list[int]:
     taken = {int(match.group(1)) for path in Path("/tmp").glob("seaweedfs-*-grpc-*.sock")
              if (match := re.fullmatch(r"seaweedfs-.+-grpc-(\d+)\.sock", path.name))}
     ports = _distinct_free_ports(11, taken=taken)
-    while ports[9] + 10000 > 65535 or port_in_use(ports[9] + 10000) or ports[9] + 10000 in taken:
+    low, _ = ephemeral_port_range()
+    limit = low if low > 12000 else 65536  # admin + 10000 outside the ephemeral range too (see free_port)
+    while ports[9] + 10000 >= limit or port_in_use(ports[9] + 10000) or ports[9] + 10000 in taken:
         ports[9] = _distinct_free_ports(1, taken={*ports, *taken})[0]
     return ports
 

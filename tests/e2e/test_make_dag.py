@@ -9,16 +9,13 @@ import sys
 
 import pytest
 
-from devstack.services import free_port, port_in_use
+from devstack.services import free_port, free_s3_base_port, port_in_use
 from devstack.stack import ROOT
 
 
 def _standalone_env(tmp_path) -> dict[str, str]:
     """A state folder and ports of its own - as a fresh clone's `make dag` would use .local/."""
-    while True:  # S3: 12 consecutive free ports (gateway + 11 internal) and admin + 10000
-        s3 = free_port()
-        if s3 < 55000 and not any(port_in_use(p) for p in [*range(s3, s3 + 12), s3 + 10 + 10000]):
-            break
+    s3 = free_s3_base_port()
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRFLOW__"))}  # nothing from the test stack
     return env | {"DEVSTACK_STATE_DIR": str(tmp_path / "state"), "DEVSTACK_API_PORT": str(free_port()),
