@@ -365,8 +365,9 @@ class PostgresService(Service):
         for path in (self.data_dir, self.pgdata, self.socket_dir):
             path.mkdir(parents=True, exist_ok=True)
             os.chown(path, entry.pw_uid, entry.pw_gid)
-        # The server user must be able to reach its data dir through every parent.
-        for parent in self.data_dir.resolve().parents:
+        # The server user must be able to reach its data dir and its binaries (in the project's .venv,
+        # maybe under a 0700 folder such as mktemp -d's) through every parent.
+        for parent in {*self.data_dir.resolve().parents, *self.bin.parent.resolve().parents}:
             mode = parent.stat().st_mode
             if not mode & 0o001:
                 parent.chmod(mode | 0o001)
@@ -612,7 +613,7 @@ class S3Service(Service):
         """The unix sockets `weed mini` makes for its gRPC ports under a hard-coded /tmp (command/mini.go,
         RegisterLocalGrpcSocket: not TMPDIR, no flag). Owner-only (umask 077), but weed never removes
         them: each stop would leave five behind, so the stack removes its own."""
-        master, master_grpc, _v, volume_grpc, _f, filer_grpc, s3_grpc, *_ = self.internal_ports
+        _master, master_grpc, _volume, volume_grpc, _filer, filer_grpc, s3_grpc, *_ = self.internal_ports
         names = [("master", master_grpc), ("volume", volume_grpc), ("filer", filer_grpc), ("s3", s3_grpc),
                  ("admin", self.admin_grpc_port)]
         return [Path(f"/tmp/seaweedfs-{part}-grpc-{port}.sock") for part, port in names]

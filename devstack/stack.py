@@ -235,6 +235,13 @@ def _internal_s3_ports() -> list[int]:
     return ports
 
 
+def standalone_s3_ports() -> tuple[int, list[int]]:
+    """(gateway, the 11 internal ports) for one more S3Service beside a running stack: all distinct,
+    and the admin port + 10000 free too."""
+    internal = _internal_s3_ports()
+    return _distinct_free_ports(1, taken={*internal, internal[9] + 10000})[0], internal
+
+
 def read_env_file(path: Path) -> dict[str, str]:
     """KEY=VALUE lines as docker/astro read an env file (no interpolation, optional quotes)."""
     values: dict[str, str] = {}

@@ -188,14 +188,13 @@ def test_the_s3_container_flags_serve_s3_with_the_generated_keys_only(generated,
     from botocore.exceptions import ClientError
 
     from devstack.services import S3Service
-    from devstack.stack import _distinct_free_ports, _internal_s3_ports
+    from devstack.stack import standalone_s3_ports
 
     _, env = generated
     compose = _services()["s3"]
     assert compose["image"].endswith(":" + _weed_version())
     flags = [arg for arg in compose["command"][1:] if not arg.startswith(("-dir=", "-s3.port="))]
-    internal = _internal_s3_ports()
-    s3_port = _distinct_free_ports(1, taken={*internal, internal[9] + 10000})[0]
+    s3_port, internal = standalone_s3_ports()
     master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_grpc, _i, _l, admin, metrics = internal
     weed = S3Service(tmp_path / "s3", tmp_path / "logs", s3_port, internal, "unused", "unused", ["x"]).binary
     command = [weed, "mini", f"-dir={tmp_path / 'data'}", f"-s3.port={s3_port}", *flags,

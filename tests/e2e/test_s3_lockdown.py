@@ -425,10 +425,10 @@ def test_a_store_made_before_the_lockdown_keeps_its_objects(tmp_path):
                     f"-filer.localSocket={self.data_dir / 'sock' / 'filer.sock'}",
                     f"-s3.localSocket={self.data_dir / 'sock' / 's3.sock'}", f"-bucket={BUCKET}"]
 
-    from devstack.stack import _distinct_free_ports, _internal_s3_ports
+    from devstack.stack import standalone_s3_ports
 
-    internal = _internal_s3_ports()  # distinct, and the admin port + 10000 a free port too
-    ports = [*_distinct_free_ports(1, taken={*internal, internal[9] + 10000}), *internal]
+    gateway, internal = standalone_s3_ports()
+    ports = [gateway, *internal]
     keys = "resume-access-key", secrets.token_hex(16)
 
     def client():
@@ -463,10 +463,10 @@ def test_weeds_hard_coded_tmp_sockets_are_owner_only_and_removed_on_stop(tmp_pat
     import stat as stat_mod
 
     from devstack.services import S3Service
-    from devstack.stack import _distinct_free_ports, _internal_s3_ports
+    from devstack.stack import standalone_s3_ports
 
-    internal = _internal_s3_ports()
-    ports = [*_distinct_free_ports(1, taken={*internal, internal[9] + 10000}), *internal]
+    gateway, internal = standalone_s3_ports()
+    ports = [gateway, *internal]
     service = S3Service(tmp_path / "s3", tmp_path / "logs", ports[0], ports[1:], "sock-access-key",
                         secrets.token_hex(16), [BUCKET])
     expected = service.grpc_sockets_in_tmp()
@@ -503,10 +503,10 @@ def test_another_users_dead_socket_on_our_port_fails_the_start_at_once_naming_it
 
     from devstack import services
     from devstack.services import S3Service, ServiceError
-    from devstack.stack import _distinct_free_ports, _internal_s3_ports
+    from devstack.stack import standalone_s3_ports
 
-    internal = _internal_s3_ports()
-    ports = [*_distinct_free_ports(1, taken={*internal, internal[9] + 10000}), *internal]
+    gateway, internal = standalone_s3_ports()
+    ports = [gateway, *internal]
     service = S3Service(tmp_path / "s3", tmp_path / "logs", ports[0], ports[1:], "k", "s", [BUCKET])
     planted = service.grpc_sockets_in_tmp()[0]
     listener = socket_mod.socket(socket_mod.AF_UNIX)
