@@ -14,13 +14,12 @@ forward day, 25 on the fall-back day, and the same answer whenever it is fetched
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from include.http_api import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, base_url
+from include.http_api import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, base_url, parse_json_body
 
 ARCHIVE_CONN_ID = "open_meteo_archive"
 FORECAST_CONN_ID = "open_meteo_forecast"
@@ -33,13 +32,15 @@ class OpenMeteoError(RuntimeError):
 
 
 class OpenMeteoUnavailable(OpenMeteoError):
-    """Rate limited, overloaded, server error or network failure: worth retrying later."""
+    """Rate limited, overloaded, server error, network failure or a body that broke off: worth
+    retrying later."""
 
 
 class OpenMeteoBadResponse(OpenMeteoError, AirflowFailException):
-    """The answer arrived but is not a usable dataset (malformed JSON, unequal arrays, all null,
-    wrong offset): fails at once - asking again in 30 s gets the same answer, and a cut connection
-    surfaces as OpenMeteoUnavailable instead."""
+    """The answer arrived whole but is not a usable dataset (not JSON, unequal arrays, all null,
+    wrong offset): fails at once - asking again in 30 s gets the same answer. A body that broke off
+    (a cut connection, a truncated body, Open-Meteo's "Unexpected error while streaming data")
+    is the server's problem and surfaces as OpenMeteoUnavailable instead."""
 
 
 class OpenMeteoRejectedRequest(OpenMeteoError, AirflowFailException):
@@ -56,10 +57,7 @@ def _request_json(conn_id: str, endpoint: str, params: dict, session=None) -> di
         body = response.content
     except requests.RequestException as exc:
         raise OpenMeteoUnavailable(f"Open-Meteo request to {url} failed: {type(exc).__name__}: {exc}") from exc
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        payload = None
+    payload, problem = parse_json_body(body)
     reason = payload.get("reason") if isinstance(payload, dict) else None
     if response.status_code != 200 or (isinstance(payload, dict) and payload.get("error")):
         detail = reason or body[:200].decode(errors="replace").strip() or response.reason
@@ -71,10 +69,15 @@ def _request_json(conn_id: str, endpoint: str, params: dict, session=None) -> di
         if response.status_code == 400 or response.status_code == 200:
             raise OpenMeteoRejectedRequest(message)
         raise OpenMeteoError(message)
+    if problem is not None and problem[0] == "cut":
+        # HTTP 200 but the body broke off (Open-Meteo's own mid-stream error, or a cut): the server
+        # had a problem, not the data - the same request usually succeeds on a later try.
+        raise OpenMeteoUnavailable(f"Open-Meteo {endpoint} answered HTTP 200 but {problem[1]} "
+                                   "(server side; retried with backoff)")
     if not isinstance(payload, dict):
         raise OpenMeteoBadResponse(
-            f"Open-Meteo {endpoint} returned malformed JSON ({len(body)} bytes, truncated or not JSON): "
-            f"{body[-80:].decode(errors='replace')!r}"
+            f"Open-Meteo {endpoint} returned malformed JSON: "
+            f"{problem[1] if problem else f'a {type(payload).__name__}, not an object'}"
         )
     return payload
 

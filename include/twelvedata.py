@@ -5,9 +5,10 @@ so PythonVirtualenvOperator can run it in a virtualenv that has only `twelvedata
 else here runs in Airflow's own interpreter.
 
 Failure policy (free plan: 8 credits a minute): a 429 "out of API credits" and 5xx/network
-errors are retried with exponential backoff; any other error (bad key, unknown symbol, bad
-request, empty or malformed answer) fails the task at once with the API's message. The API key
-never appears in messages: request URLs carry it, so errors are re-worded without them.
+errors, and an answer that broke off (cut short), are retried with exponential backoff; any
+other error (bad key, unknown symbol, bad request, an empty or malformed answer) fails the task at
+once with the API's message. The API key never appears in messages: request URLs carry it, so
+errors are re-worded without them.
 
 Closed markets. Forex trades from Sunday 17:00 to Friday 17:00 New York time (22:00 UTC in
 winter, 21:00 UTC in summer). The every-minute DAGs are scheduled only in those hours
@@ -144,7 +145,15 @@ def fetch_exchange_rate_isolated(symbol: str, at: str, base_url: str, apikey: st
         else:
             failure = f"TwelveData rejected the request ({type(exc).__name__}): {message}"
     except requests.exceptions.JSONDecodeError as exc:
-        failure = f"TwelveData rejected the request: malformed JSON answer ({scrub(str(exc))})"
+        # A body that broke off (empty, or cut inside its last value) is the server's or the line's
+        # trouble and is retried; text that is not JSON from the start is a wrong answer. (The same
+        # rule as include/http_api.parse_json_body, inlined: this function runs in a bare venv.)
+        doc, pos = exc.doc or "", exc.pos or 0
+        cut_value = r'(?:"(?:[^"\\]|\\.)*\\?|[-+.0-9eE]+|t(?:r(?:ue?)?)?|f(?:a(?:l(?:se?)?)?)?|n(?:u(?:ll?)?)?)\s*'
+        if pos >= len(doc.rstrip()) or re.fullmatch(cut_value, doc[pos:]):
+            failure = f"TwelveData unavailable: its answer broke off after {len(doc)} characters (cut short)"
+        else:
+            failure = f"TwelveData rejected the request: malformed JSON answer ({scrub(str(exc))})"
     except requests.RequestException as exc:
         failure = f"TwelveData unavailable: {type(exc).__name__}: {scrub(str(exc))}"
     if failure and failure.startswith("no rate: "):

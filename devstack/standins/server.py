@@ -15,9 +15,11 @@ A fault applies to the next `times` requests whose path starts with `path` (`tim
 cleared). Kinds every API understands: `http_<status>` (the API's own error body for that status)
 `truncated` (a complete HTTP answer whose body stops half-way), `dropped` (the connection closes
 half-way through a body whose Content-Length - or chunked encoding - promised more) and
-`empty_body` (HTTP 200 with nothing in it); on a streamed body (a TLC file) they cut the stream
+`empty_body` (HTTP 200 with nothing in it), `not_json` (HTTP 200 with an HTML page) and
+`streaming_error` (half the body, then Open-Meteo's "Unexpected error while streaming data:
+timeoutReached"); on a streamed body (a TLC file) they cut the stream
 for real, at half its length or, for a stream of unknown length, after STREAM_CUT_BYTES. Other kinds
-are API-specific (Open-Meteo: `unequal_lengths`, `all_null`; TwelveData: `body_<code>` - its
+are API-specific (Open-Meteo: `unequal_lengths`, `all_null`, `kelvin`; TwelveData: `body_<code>` - its
 error body with HTTP 200 - `empty` and `rate_divided_1000`; Strava: `invalid_record`; TLC:
 `truncated_gzip`, `missing_column`, `non_numeric_fare`, `null_pickup_time`, `out_of_bounds_every_<n>`).
 `slow_<seconds>` answers normally after that many seconds.
@@ -272,6 +274,17 @@ class Handler(BaseHTTPRequestHandler):
         elif request.fault == "truncated" and response.status == 200:
             # A complete HTTP answer whose body stops half-way (a proxy or server cutting output).
             response.body = response.body[: len(response.body) // 2]
+        elif request.fault == "streaming_error" and response.status == 200:
+            # Open-Meteo's streamed answers: HTTP 200 is sent first; a backend that fails mid-stream
+            # leaves what was written, then Vapor's BodyStreamWriter.submit appends this line and ends
+            # the stream (open-meteo/open-meteo, Sources/App/Helper/Writer).
+            response.body = response.body[: len(response.body) // 2] + \
+                b"Unexpected error while streaming data: timeoutReached"
+        elif request.fault == "not_json" and response.status == 200:
+            # A whole answer that is not the API's: an HTML page served with 200 (a captive portal or a
+            # misrouted proxy). Asking again gets the same page.
+            response.headers = {"Content-Type": "text/html; charset=utf-8"}
+            response.body = b"<!DOCTYPE html><html><head><title>Sign in to the network</title></head></html>"
         elif request.fault == "dropped" and response.status == 200:
             # Promise the full length, send half, then drop the connection - like a cut-off download.
             self.send_response(200)

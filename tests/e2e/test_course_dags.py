@@ -55,8 +55,28 @@ def test_xcoms_demo_pushes_two_characters_under_one_key(dagbag, standin):
 def test_swapi_unknown_person_is_a_clear_error(standin):
     from include.swapi import CharacterNotFound, fetch_character
 
-    with pytest.raises(CharacterNotFound, match="SWAPI has no person 9999 .*Not found"):
+    with pytest.raises(CharacterNotFound, match="SWAPI has no person 9999 .*Not found") as raised:
         fetch_character(9999)
+    from airflow.sdk.exceptions import AirflowFailException
+
+    assert isinstance(raised.value, AirflowFailException)  # asking again gets the same 404: no retry
+
+
+@pytest.mark.parametrize(("fault", "retried", "message"), [
+    ("http_503", True, "SWAPI answered HTTP 503"),
+    ("truncated", True, "broke off: a JSON document cut short"),
+    ("empty_body", True, "broke off: an empty body"),
+    ("not_json", False, "SWAPI returned no person object"),
+])
+def test_swapi_server_trouble_is_retried_and_a_wrong_answer_is_not(standin, fault, retried, message):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.swapi import SwapiError, fetch_character
+
+    standin.inject_fault("/api/people/", fault)
+    with pytest.raises(SwapiError, match=message) as raised:
+        fetch_character(1)
+    assert isinstance(raised.value, AirflowFailException) is not retried
 
 
 @pytest.mark.parametrize("dag_id", ["dependencies_demo", "dependencies_chain_demo"])

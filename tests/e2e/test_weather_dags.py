@@ -182,7 +182,8 @@ def test_rerunning_a_logical_date_leaves_exactly_the_same_objects(dagbag, standi
 
 @pytest.mark.parametrize(
     "fault",
-    ["http_400", "http_429", "http_503", "truncated", "dropped", "unequal_lengths", "all_null"],
+    ["http_400", "http_429", "http_503", "truncated", "streaming_error", "not_json", "dropped", "unequal_lengths",
+     "all_null"],
 )
 def test_open_meteo_failure_fails_the_run_and_writes_nothing(dagbag, standin, stack, fault):
     stack.inject_fault("/v1/archive", fault, times=None)
@@ -219,10 +220,10 @@ def test_transient_rate_limit_is_retried_and_the_run_succeeds(dagbag, standin, s
     assert "hourly_temperature/20250603T000000.csv" in stack.list_keys("weather-data")
 
 
-@pytest.mark.parametrize("fault", ["http_400", "truncated", "unequal_lengths", "all_null"])
+@pytest.mark.parametrize("fault", ["http_400", "not_json", "unequal_lengths", "all_null"])
 def test_rejected_request_and_malformed_answer_are_not_retried(dagbag, standin, stack, fault):
-    """A 400 or a malformed answer cannot get better by waiting: the task fails on its first try
-    despite retries=2 (a cut connection, `dropped`, is retried instead)."""
+    """A 400 or a whole but wrong answer cannot get better by waiting: the task fails on its first
+    try despite retries=2 (a body that broke off is retried instead, below)."""
     stack.inject_fault("/v1/archive", fault, times=None)
 
     run, states = _run(_dag(dagbag, "weather_data_s3", retry_delay=timedelta(seconds=1)),
@@ -230,6 +231,24 @@ def test_rejected_request_and_malformed_answer_are_not_retried(dagbag, standin, 
 
     assert run.state == "failed"
     assert run.get_task_instance("extract_hourly_temperatures").try_number == 1
+
+
+@pytest.mark.parametrize("fault", ["streaming_error", "truncated"])
+def test_a_mid_stream_error_or_a_cut_body_is_retried_to_success(dagbag, standin, stack, capfd, fault):
+    """Open-Meteo sends HTTP 200 before streaming; a backend timing out mid-stream leaves half a
+    document and "Unexpected error while streaming data: timeoutReached" (open-meteo JsonWriter /
+    BodyStreamWriter). That is the server's trouble: the task retries and the next try lands."""
+    stack.inject_fault("/v1/archive", fault, times=1)
+
+    run, states = _run(_dag(dagbag, "weather_data_s3", retry_delay=timedelta(seconds=1)),
+                       datetime(2025, 6, 5, tzinfo=UTC))
+
+    assert run.state == "success", states
+    assert run.get_task_instance("extract_hourly_temperatures").try_number == 2
+    out = capfd.readouterr().out
+    assert ("Unexpected error while streaming data: timeoutReached" if fault == "streaming_error"
+            else "JSON document cut short") in out
+    assert "hourly_temperature/20250605T000000.csv" in stack.list_keys("weather-data")
 
 
 def test_the_s3_object_emits_its_asset_event_with_key_rows_and_params(dagbag, standin):

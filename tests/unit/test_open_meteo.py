@@ -115,7 +115,13 @@ def test_an_answer_not_in_gmt_is_refused(standin, monkeypatch):
         ("http_429", OpenMeteoUnavailable, "HTTP 429: Minutely API request limit exceeded"),
         ("http_503", OpenMeteoUnavailable, "HTTP 503: The service is overloaded"),
         ("http_500", OpenMeteoUnavailable, "HTTP 500"),
-        ("truncated", OpenMeteoBadResponse, "malformed JSON"),
+        # The server's trouble, not the data's: retried (Open-Meteo's own mid-stream error is named).
+        ("truncated", OpenMeteoUnavailable, "HTTP 200 but a JSON document cut short"),
+        ("empty_body", OpenMeteoUnavailable, "HTTP 200 but an empty body"),
+        ("streaming_error", OpenMeteoUnavailable,
+         "failed mid-answer: 'Unexpected error while streaming data: timeoutReached'"),
+        # A whole answer that is wrong: fails at once.
+        ("not_json", OpenMeteoBadResponse, "returned malformed JSON: not JSON"),
         ("dropped", OpenMeteoUnavailable, "request to http://127.0.0.1:"),
         ("unequal_lengths", OpenMeteoBadResponse, "unequal length: 744 times but 743 temperature_2m values"),
         ("all_null", OpenMeteoBadResponse, "only null temperature_2m values (744 rows)"),

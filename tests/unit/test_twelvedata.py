@@ -55,7 +55,7 @@ def test_request_sends_symbol_utc_date_and_key(standin):
         ("http_404", "**symbol** not found"),
         ("body_404", "**symbol** not found"),
         ("empty", "empty answer for USD/EUR at 2025-03-10T12:34:56 UTC"),
-        ("truncated", "malformed JSON answer"),
+        ("not_json", "malformed JSON answer"),
     ],
 )
 def test_errors_that_retrying_cannot_fix_are_rejected_with_the_api_message(standin, fault, message):
@@ -75,6 +75,8 @@ def test_errors_that_retrying_cannot_fix_are_rejected_with_the_api_message(stand
         ("body_429", "TwelveData rate limit: You have run out of API credits for the current minute"),
         ("http_500", "TwelveData unavailable"),
         ("dropped", "TwelveData unavailable"),
+        ("truncated", "TwelveData unavailable: its answer broke off after"),
+        ("empty_body", "TwelveData unavailable: its answer broke off after 0 characters"),
     ],
 )
 def test_rate_limits_and_outages_are_retryable(standin, fault, message):
