@@ -9,7 +9,7 @@ from include.assets import EXCHANGE_RATES
 from include.dag_defaults import DEFAULT_ARGS
 from include.quality import exchange_rate_checks
 from include.twelvedata import SYMBOL, USER_MACROS, exchange_rate_venv_operator, forex_minutes_timetable
-from include.warehouse import upsert_exchange_rate
+from include.warehouse import publish_exchange_rate, stage_exchange_rate
 
 
 @dag(
@@ -26,11 +26,13 @@ from include.warehouse import upsert_exchange_rate
 The key is read from the Airflow variable `TWELVEDATA_API_KEY` (masked in logs and rendered
 fields) and passed as a parameter into the virtualenv task, which cannot read Airflow's
 configuration itself. Scheduled every minute the forex market is open; a minute without a rate
-skips the fetch and the load. The rate is upserted into `exchange_rates` in `warehouse_db` on
-(`symbol`, `rate_at` = the run's logical date): a re-run rewrites its row, never adds one.
-`check_columns` / `check_table` (common-sql check operators on that row) then require the rate
-within USD/EUR's plausible range [0.5, 1.5], a non-null key and exactly one row for it; only then
-does `publish` emit the `warehouse.exchange_rates` asset event (extra: symbol, rate, rate_at).
+skips the fetch and the load. `load_exchange_rate` stages the rate in `exchange_rates_staged`
+(`warehouse_db`), keyed (`symbol`, `rate_at` = the run's logical date). `check_columns` /
+`check_table` (common-sql check operators on that staged row) require the rate within USD/EUR's
+plausible range [0.5, 1.5], a non-null key and exactly one row for it; only then does `publish`
+move it into `exchange_rates` (an upsert: a re-run rewrites its row, never adds one) and emit the
+`warehouse.exchange_rates` asset event (extra: symbol, rate, rate_at, rows). A rate that fails a
+check never reaches `exchange_rates`: it stays in the stage, named in the error.
 """,
 )
 def connections_and_variables():
@@ -39,12 +41,13 @@ def connections_and_variables():
     )
 
     @task
-    def load_exchange_rate(record: dict) -> int:
-        return upsert_exchange_rate(record)
+    def load_exchange_rate(record: dict, run_id=None) -> dict:
+        return stage_exchange_rate(record, run_id=run_id)
 
     @task(outlets=[EXCHANGE_RATES])
     def publish(record: dict, outlet_events=None) -> dict:
-        extra = {"symbol": record["symbol"], "rate": record["rate"], "rate_at": record["rate_at"], "rows": 1}
+        rows = publish_exchange_rate(record["symbol"], record["rate_at"])
+        extra = {"symbol": record["symbol"], "rate": record["rate"], "rate_at": record["rate_at"], "rows": rows}
         outlet_events[EXCHANGE_RATES].extra = extra
         return extra
 

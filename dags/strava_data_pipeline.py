@@ -15,11 +15,12 @@ from include.strava import (
     SECRET_VARIABLE,
     StravaRetryPolicy,
     fetch_activities,
+    publish_activities,
     read_raw_activities,
     read_watermark,
     redis_client,
+    stage_activities,
     sync_window,
-    upsert_activities,
     validate_activities,
     window_extra,
     write_raw_activities,
@@ -48,15 +49,18 @@ absorbs the overlap. The first load, the run ending at 00:00 UTC each day and a 
    `strava` connection's `/oauth/token` when expired (every new token is saved to Redis first);
    every page of `/api/v3/athlete/activities` for the window, raw JSON to
    `s3://lifedata/stravaact/<ts_nodash>.json`. Only the key and the window go through XCom.
-2. `load_activities`: validates every record (pydantic), then in one transaction upserts them into
-   `strava_activity`, deletes the window's activities Strava no longer lists, and advances the
-   watermark. Any invalid record fails the run, naming each bad id and field; nothing is loaded
-   then. Rate limits and outages are retried (a 429 waits for Strava's next 15-minute window);
-   token and secret are masked.
-3. `check_columns` / `check_table` (common-sql check operators on the window's rows): ids not null
-   and unique, no negative distance, time or speed, and as many rows as distinct activities in the
-   raw object; 4. `publish` then emits the `warehouse.strava_activity` asset event. `extract_activities`
-   emits `lifedata.stravaact` (extra: key, window, activities) as soon as the raw object is written.
+2. `load_activities`: validates every record (pydantic) and stages them in `strava_activity_staged`
+   under the raw object's key. Any invalid record fails the run, naming each bad id and field;
+   nothing is staged then. Rate limits, outages and answers that broke off are retried (a 429 waits
+   for Strava's next 15-minute window); token and secret are masked.
+3. `check_columns` / `check_table` (common-sql check operators on the staged rows): ids not null
+   and unique, no negative distance, time or speed, every activity started in the window, and as
+   many rows as distinct activities in the raw object. A failure names the check, its figures and
+   the staged rows, which stay in `strava_activity_staged`; `strava_activity` is not changed.
+4. `publish`, in one transaction: upserts the staged activities into `strava_activity`, deletes the
+   window's activities Strava no longer lists, advances the watermark, clears the stage, and emits
+   the `warehouse.strava_activity` asset event. `extract_activities` emits `lifedata.stravaact`
+   (extra: key, window, activities) as soon as the raw object is written.
 A trigger without a logical date reads up to the moment it was triggered.
 First time: put a token into Redis with `make strava-token` (README, "Strava setup").
 """,
@@ -83,14 +87,15 @@ def strava_data_pipeline():
     @task
     def load_activities(extracted: dict) -> dict:
         activities = validate_activities(read_raw_activities(extracted["raw_key"]))
-        loaded = upsert_activities(activities, extracted["after"], extracted["before"])
-        # For the checks: the window's rows must be the raw object's distinct activities.
-        return {**loaded, **extracted, "listed": len({activity.id for activity in activities})}
+        staged = stage_activities(activities, extracted["raw_key"])
+        # For the checks: the staged rows must be the raw object's distinct activities.
+        return {**staged, **extracted, "listed": len({activity.id for activity in activities})}
 
     @task(outlets=[STRAVA_ACTIVITY])
     def publish(loaded: dict, outlet_events=None) -> dict:
-        extra = {"raw_key": loaded["raw_key"], "rows": loaded["listed"], "upserted": loaded["upserted"],
-                 "deleted": loaded["deleted"], **window_extra(loaded["after"], loaded["before"])}
+        published = publish_activities(loaded["raw_key"], loaded["after"], loaded["before"])
+        extra = {"raw_key": loaded["raw_key"], "rows": loaded["listed"], "upserted": published["upserted"],
+                 "deleted": published["deleted"], **window_extra(loaded["after"], loaded["before"])}
         outlet_events[STRAVA_ACTIVITY].extra = extra
         return extra
 

@@ -5,10 +5,11 @@ How a gate works: load -> check_columns + check_table -> publish. A failed check
 once (`retry_on_failure=False`: asking again does not improve data; a lost connection is still
 retried) with each failed check's name and figures, and only `publish`, downstream of both, carries
 the table's asset outlet - so a load that fails a check emits no asset event and nothing scheduled
-on the table runs on it. The taxi months go further: the load stages the month in a table of its
-own, the checks run there, and only publish swaps it into yellow_taxi_trips - a month that fails
-never reaches the table. The exchange-rate and Strava rows are upserts of a run's few rows: they
-stay in the warehouse (the load has committed them) and the red run says why.
+on the table runs on it. Rows that fail never reach the table readers use either: every load
+stages its rows in a table of its own (`<table>_staged`, or a month's staged partition for
+yellow_taxi_trips), the checks run there, and only publish moves them in, in one transaction. The
+failure names the staged table and rows, which stay there for inspection until a re-run replaces
+them.
 
 The bounds, their sources and the TLC bad-row decision: README, "Assets and data quality".
 Cheap to import (DAG parsing): the operators' module only, no database driver.
@@ -22,6 +23,29 @@ from airflow.sdk.exceptions import AirflowException
 from include.warehouse import WAREHOUSE_CONN_ID
 
 
+def _failed_on(table: str, partition_clause: str | None, published_table: str | None) -> str:
+    where = f" where {partition_clause}" if partition_clause else ""
+    kept = (f" Those rows stay in {table} for inspection; {published_table} was not changed (publish moves rows "
+            "only after every check passed)." if published_table else "")
+    return f"Data-quality checks failed on {table}{where}.{kept}"
+
+
+class SQLColumnCheckWithContextOperator(SQLColumnCheckOperator):
+    """SQLColumnCheckOperator whose failure also says which rows failed and where they are kept
+    (the stock message names the column and check, not the table or the rows)."""
+
+    def __init__(self, *, published_table: str | None = None, **kwargs):
+        self.published_table = published_table
+        super().__init__(**kwargs)
+
+    def execute(self, context):
+        try:
+            return super().execute(context)
+        except AirflowException as exc:
+            raise type(exc)(f"{_failed_on(self.table, self.partition_clause, self.published_table)}\n{exc}") \
+                from None
+
+
 class SQLTableCheckWithFiguresOperator(SQLTableCheckOperator):
     """SQLTableCheckOperator whose failure also states the figures behind each failed check.
 
@@ -32,9 +56,10 @@ class SQLTableCheckWithFiguresOperator(SQLTableCheckOperator):
 
     template_fields = (*SQLTableCheckOperator.template_fields, "checks")
 
-    def __init__(self, *, aggregates_only: bool = False, **kwargs):
+    def __init__(self, *, aggregates_only: bool = False, published_table: str | None = None, **kwargs):
         # Read by _generate_sql_query, which the parent's __init__ calls.
         self.aggregates_only = aggregates_only
+        self.published_table = published_table
         super().__init__(**kwargs)
 
     def _generate_sql_query(self):
@@ -58,10 +83,10 @@ class SQLTableCheckWithFiguresOperator(SQLTableCheckOperator):
         except AirflowException as exc:
             lines = self._failed_check_figures()
             if not lines:
-                raise
-            where = f" where {self.partition_clause}" if self.partition_clause else ""
-            raise type(exc)("\n".join([f"Data-quality checks failed on {self.table}{where}:", *lines, str(exc)])) \
-                from None
+                raise type(exc)(f"{_failed_on(self.table, self.partition_clause, self.published_table)}\n{exc}") \
+                    from None
+            heading = _failed_on(self.table, self.partition_clause, self.published_table)
+            raise type(exc)("\n".join([heading, *lines, str(exc)])) from None
 
     def _failed_check_figures(self) -> list[str]:
         lines = []
@@ -80,23 +105,26 @@ class SQLTableCheckWithFiguresOperator(SQLTableCheckOperator):
         return lines
 
 
-def column_checks(table: str, column_mapping: dict, partition_clause: str,
-                  task_id: str = "check_columns", described_as: str | None = None) -> SQLColumnCheckOperator:
-    """Per-column checks (null_check, unique_check, min, max) on the rows of one load. `table` may be
-    a template (a staged table named by the load); `described_as` then names it in the task's docs."""
-    return SQLColumnCheckOperator(
+def column_checks(table: str, column_mapping: dict, partition_clause: str, task_id: str = "check_columns",
+                  described_as: str | None = None, published_table: str | None = None) -> SQLColumnCheckOperator:
+    """Per-column checks (null_check, unique_check, min, max) on the rows of one load, staged in
+    `table` (may be a template: a staged table named by the load; `described_as` then names it in
+    the task's docs) before publish moves them into `published_table`."""
+    return SQLColumnCheckWithContextOperator(
         task_id=task_id, conn_id=WAREHOUSE_CONN_ID, table=table, column_mapping=column_mapping,
-        partition_clause=partition_clause, retry_on_failure=False,
+        partition_clause=partition_clause, retry_on_failure=False, published_table=published_table,
         doc_md=f"Column checks on the rows of `{described_as or table}` this run loaded; see include/quality.py.")
 
 
 def table_checks(table: str, checks: dict, partition_clause: str, task_id: str = "check_table",
-                 described_as: str | None = None, aggregates_only: bool = False) -> SQLTableCheckWithFiguresOperator:
+                 described_as: str | None = None, aggregates_only: bool = False,
+                 published_table: str | None = None) -> SQLTableCheckWithFiguresOperator:
     """Whole-partition checks (row counts, shares of out-of-bounds rows) on the rows of one load;
     aggregates_only: every check statement is an aggregate, so one scan answers them all."""
     return SQLTableCheckWithFiguresOperator(
         task_id=task_id, conn_id=WAREHOUSE_CONN_ID, table=table, checks=checks,
         partition_clause=partition_clause, retry_on_failure=False, aggregates_only=aggregates_only,
+        published_table=published_table,
         doc_md=f"Table checks on the rows of `{described_as or table}` this run loaded; see include/quality.py.")
 
 
@@ -113,40 +141,46 @@ RATE_BOUNDS = {"USD/EUR": (0.5, 1.5)}
 
 
 def exchange_rate_checks(symbol: str, record_task_id: str):
-    """(column checks, table checks) of the one row a run upserts: its key (symbol, rate_at) from
-    the record the extract task pushed."""
+    """(column checks, table checks) of the one row a run stages in exchange_rates_staged: its key
+    (symbol, rate_at) from the record the extract task pushed."""
     low, high = RATE_BOUNDS[symbol]
     partition = f"symbol = '{symbol}' AND rate_at = '{_xcom(record_task_id, 'rate_at')}'"
-    columns = column_checks("exchange_rates", {
+    columns = column_checks("exchange_rates_staged", {
         "rate": {"null_check": {"equal_to": 0}, "min": {"geq_to": low}, "max": {"leq_to": high}},
         "rate_at": {"null_check": {"equal_to": 0}, "unique_check": {"equal_to": 0}},
-    }, partition)
-    table = table_checks("exchange_rates", {
-        # One record in, one row for its key: the upsert neither lost nor duplicated it.
+    }, partition, published_table="exchange_rates")
+    table = table_checks("exchange_rates_staged", {
+        # One record in, one row for its key: staging neither lost nor duplicated it.
         "one_row_per_record": {"check_statement": "COUNT(*) = 1", "figures": {"rows": "COUNT(*)"}},
-    }, partition)
+    }, partition, published_table="exchange_rates")
     return columns, table
 
 
 # -- strava_activity --------------------------------------------------------------------------------
 def strava_activity_checks(load_task_id: str):
-    """The activities that started inside the window the run read (Strava's after/before, both
-    exclusive) against the raw object's distinct ids, which the load task pushes as `listed`."""
-    partition = (f"start_date > to_timestamp({_xcom(load_task_id, 'after')}) "
-                 f"AND start_date < to_timestamp({_xcom(load_task_id, 'before')})")
+    """The activities a run staged in strava_activity_staged (keyed by the raw object they came
+    from, which the load task pushes as `raw_key`) against that object's distinct ids (`listed`)
+    and the window the run read (Strava's after/before, both exclusive)."""
+    partition = f"raw_key = '{_xcom(load_task_id, 'raw_key')}'"
     # Distances (m), times (s) and speeds (m/s) cannot be negative. A manual activity has max_speed 0,
     # a GPS glitch an absurd one: both real, so no upper bound and no max >= average rule.
-    columns = column_checks("strava_activity", {
+    columns = column_checks("strava_activity_staged", {
         "id": {"null_check": {"equal_to": 0}, "unique_check": {"equal_to": 0}},
         "distance": {"min": {"geq_to": 0}},
         "moving_time": {"min": {"geq_to": 0}},
         "average_speed": {"min": {"geq_to": 0}},
         "max_speed": {"min": {"geq_to": 0}},
-    }, partition)
-    table = table_checks("strava_activity", {
+    }, partition, published_table="strava_activity")
+    outside = (f"NOT (start_date > to_timestamp({_xcom(load_task_id, 'after')}) "
+               f"AND start_date < to_timestamp({_xcom(load_task_id, 'before')}))")
+    table = table_checks("strava_activity_staged", {
         "rows_match_raw_object": {"check_statement": f"COUNT(*) = {_xcom(load_task_id, 'listed')}",
                                   "figures": {"rows": "COUNT(*)"}},
-    }, partition)
+        # Publish deletes the window's activities Strava no longer lists: an activity from outside the
+        # window would make that wrong.
+        "started_in_window": {"check_statement": f"COUNT(*) FILTER (WHERE {outside}) = 0",
+                              "figures": {"outside_window": f"COUNT(*) FILTER (WHERE {outside})"}},
+    }, partition, published_table="strava_activity")
     return columns, table
 
 
@@ -180,7 +214,7 @@ def taxi_month_checks(load_task_id: str):
         # A trip's time is its key to a day: without it the trip belongs nowhere.
         "tpep_pickup_datetime": {"null_check": {"equal_to": 0}},
         "tpep_dropoff_datetime": {"null_check": {"equal_to": 0}},
-    }, partition, described_as=described)
+    }, partition, described_as=described, published_table="yellow_taxi_trips")
     low, high = TLC_ZONE_IDS
     checks = {
         "rows_match_parquet": {"check_statement": f"COUNT(*) = {_xcom(load_task_id, 'rows')}",
@@ -197,4 +231,57 @@ def taxi_month_checks(load_task_id: str):
             "figures": {"out_of_bounds": f"COUNT(*) FILTER (WHERE {predicate})", "rows": "COUNT(*)"},
         }
     # All aggregates over the month: one scan of 2M rows instead of eight.
-    return columns, table_checks(staged, checks, partition, described_as=described, aggregates_only=True)
+    return columns, table_checks(staged, checks, partition, described_as=described, aggregates_only=True,
+                                 published_table="yellow_taxi_trips")
+
+
+# -- taxi_daily_weather -----------------------------------------------------------------------------
+# A month is ~30 rows built by one mapped task, so the gate runs inside it (include/taxi_weather.py:
+# stage, check, publish) with the same named checks and figures as the operators above.
+# Bounds: New York City's records (NWS, Central Park) are -26.1 °C (-15 °F, 1934-02-09) and 41.1 °C
+# (106 °F, 1936-07-09); New York State's 24-hour rainfall record is 345 mm (13.57 in, Islip,
+# 2014-08-12/13). A day outside [-30, 45] °C or [0, 400] mm is a unit or parsing fault (kelvin,
+# Fahrenheit in summer, inches), not weather.
+NYC_TEMPERATURE_BOUNDS_C = (-30.0, 45.0)
+NYC_DAILY_PRECIPITATION_MAX_MM = 400.0
+
+
+def taxi_daily_weather_checks(in_month_trips: int) -> dict:
+    """The checks of one month's staged days: `in_month_trips` is the month's trips with a pickup in
+    the month, counted in yellow_taxi_trips."""
+    low, high = NYC_TEMPERATURE_BOUNDS_C
+    unordered = ("COUNT(*) FILTER (WHERE NOT (temperature_min <= temperature_mean "
+                 "AND temperature_mean <= temperature_max))")
+    return {
+        "trips_match_yellow_taxi_trips": {"check_statement": f"SUM(trips) = {int(in_month_trips)}",
+                                          "figures": {"trips": "SUM(trips)"}},
+        "temperature_plausible_for_new_york": {
+            "check_statement": f"MIN(temperature_min) >= {low} AND MAX(temperature_max) <= {high}",
+            "figures": {"min": "MIN(temperature_min)", "max": "MAX(temperature_max)"}},
+        "temperatures_ordered": {"check_statement": f"{unordered} = 0", "figures": {"days": unordered}},
+        "precipitation_plausible": {
+            "check_statement": f"MIN(precipitation) >= 0 AND MAX(precipitation) <= {NYC_DAILY_PRECIPITATION_MAX_MM}",
+            "figures": {"min": "MIN(precipitation)", "max": "MAX(precipitation)"}},
+        "weather_hours_of_a_new_york_day": {  # 23 on the spring-forward day, 25 on the fall-back day
+            "check_statement": "MIN(weather_hours) >= 23 AND MAX(weather_hours) <= 25",
+            "figures": {"min": "MIN(weather_hours)", "max": "MAX(weather_hours)"}},
+    }
+
+
+def failed_checks(cur, table: str, where: str, params: dict, checks: dict) -> list[str]:
+    """Evaluate aggregate `checks` ({name: {check_statement, figures}}) over `table` WHERE `where`
+    in one scan on cursor `cur`; returns one line per failed check with its figures (empty: all
+    passed)."""
+    cases = ", ".join(f"CASE WHEN {c['check_statement']} THEN 1 ELSE 0 END" for c in checks.values())
+    figures = [(name, label, expression) for name, c in checks.items() for label, expression in c["figures"].items()]
+    selected = ", ".join([cases, *(expression for _, _, expression in figures)])
+    cur.execute(f"SELECT {selected} FROM {table} WHERE {where}", params)  # noqa: S608 - our own constants
+    row = cur.fetchone()
+    results, values = row[:len(checks)], row[len(checks):]
+    lines = []
+    for (name, check), passed in zip(checks.items(), results, strict=True):
+        if passed != 1:
+            shown = ", ".join(f"{label}={value}" for (n, label, _), value in zip(figures, values, strict=True)
+                              if n == name)
+            lines.append(f"  {name}: {shown}; must hold: {check['check_statement']}")
+    return lines

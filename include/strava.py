@@ -32,7 +32,7 @@ from airflow.sdk import RetryAction, RetryDecision, RetryPolicy
 from airflow.sdk.exceptions import AirflowFailException
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
-from include.http_api import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
+from include.http_api import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, parse_json_body
 from include.runs import require_data_interval, run_stamp
 
 CONN_ID = "strava"
@@ -70,7 +70,7 @@ class StravaError(RuntimeError):
 
 
 class StravaRetryable(StravaError):
-    """Rate limited (429) or server/network trouble: retried with backoff (or after
+    """Rate limited (429) or server/network trouble (an answer that broke off included): retried with backoff (or after
     `retry_after`, when Strava's windows say when the limit resets)."""
 
     def __init__(self, message: str, retry_after: timedelta | None = None):
@@ -79,7 +79,7 @@ class StravaRetryable(StravaError):
 
 
 class StravaRejected(StravaError, AirflowFailException):
-    """Bad token, failed refresh, malformed answer, invalid records: fails at once."""
+    """Bad token, failed refresh, an answer that is whole but wrong, invalid records: fails at once."""
 
 
 class StravaActivity(BaseModel):
@@ -320,11 +320,11 @@ def fetch_activities(after: int, before: int, *, client_id: str, client_secret: 
             raise StravaRetryable(f"Strava server error {response.status_code}: {_describe(response)}")
         if response.status_code != 200:
             raise StravaRejected(f"Strava answered {response.status_code}: {_describe(response)}")
-        try:
-            batch = response.json()
-        except ValueError:
-            raise StravaRejected(
-                f"Strava returned malformed JSON for page {page} ({len(response.content)} bytes)") from None
+        batch, problem = parse_json_body(response.content)
+        if problem is not None and problem[0] == "cut":  # the server's or the line's trouble: retried
+            raise StravaRetryable(f"Strava's answer for page {page} broke off: {problem[1]}")
+        if problem is not None:
+            raise StravaRejected(f"Strava returned malformed JSON for page {page} ({len(response.content)} bytes)")
         if not isinstance(batch, list):
             raise StravaRejected(f"Strava returned {type(batch).__name__} instead of a list for page {page}")
         activities.extend(batch)
@@ -418,31 +418,52 @@ def window_extra(after: int, before: int) -> dict:
             "window_before": datetime.fromtimestamp(before, UTC).isoformat()}
 
 
-def upsert_activities(activities: list[StravaActivity], after: int | None = None, before: int | None = None,
-                      conn_id: str = "warehouse_db") -> dict:
-    """In one transaction: upsert every activity on id; when the window (after, before) is given,
-    delete the rows that started in it but Strava no longer lists (deleted, or made private) and
-    move the watermark to `before`. Returns counts."""
+STAGED_TABLE = "strava_activity_staged"
+
+
+def stage_activities(activities: list[StravaActivity], raw_key: str, conn_id: str = "warehouse_db") -> dict:
+    """Put a raw object's validated activities into strava_activity_staged under its key, replacing
+    what an earlier try staged for it, in one transaction. Readers of strava_activity see nothing
+    yet: the checks run on the staged rows and publish_activities moves them."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: PLC0415
 
     from include.warehouse import apply_ddl, read_sql, transaction  # noqa: PLC0415
 
-    rows = [activity.model_dump() for activity in activities]
+    rows = [{**activity.model_dump(), "raw_key": raw_key} for activity in activities]
     conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
-    deleted = 0
     try:
         apply_ddl(conn, "strava_activity")
         apply_ddl(conn, "strava_sync_state")
         with transaction(conn), conn.cursor() as cur:
-            cur.executemany(read_sql("strava_activity/upsert.sql"), rows)  # psycopg 3: pipelined
-            if after is not None and before is not None:
-                cur.execute(read_sql("strava_activity/delete_unlisted.sql"),
-                            {"after": after, "before": before, "ids": [row["id"] for row in rows]})
-                deleted = cur.rowcount
-                cur.execute(read_sql("strava_sync_state/advance.sql"), {"stream": SYNC_STREAM, "before": before})
+            cur.execute(f"DELETE FROM {STAGED_TABLE} WHERE raw_key = %s", [raw_key])  # noqa: S608 - a constant
+            cur.executemany(read_sql("strava_activity/stage.sql"), rows)  # psycopg 3: pipelined
     finally:
         conn.close()
-    return {"upserted": len(rows), "deleted": deleted}
+    return {"staged_table": STAGED_TABLE, "staged": len({row["id"] for row in rows})}
+
+
+def publish_activities(raw_key: str, after: int, before: int, conn_id: str = "warehouse_db") -> dict:
+    """In one transaction: upsert the raw object's checked activities from the stage into
+    strava_activity on id, delete the rows that started in the window (after, before) but Strava no
+    longer lists (deleted, or made private), move the watermark to `before` and clear the stage of
+    that object. Returns counts."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: PLC0415
+
+    from include.warehouse import read_sql, transaction  # noqa: PLC0415
+
+    params = {"raw_key": raw_key, "after": after, "before": before}
+    conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
+    try:
+        with transaction(conn), conn.cursor() as cur:
+            cur.execute(read_sql("strava_activity/publish_upsert.sql"), params)
+            upserted = cur.rowcount
+            cur.execute(read_sql("strava_activity/delete_unlisted.sql"), params)
+            deleted = cur.rowcount
+            cur.execute(read_sql("strava_sync_state/advance.sql"), {"stream": SYNC_STREAM, "before": before})
+            cur.execute(f"DELETE FROM {STAGED_TABLE} WHERE raw_key = %s", [raw_key])  # noqa: S608 - a constant
+    finally:
+        conn.close()
+    return {"upserted": upserted, "deleted": deleted}
 
 
 def exchange_authorization_code(code: str, client_id: str, client_secret: str, base_url: str) -> dict:

@@ -19,9 +19,11 @@ Days and time zones:
   day's precipitation is the values labelled from 01:00 to the next midnight (included).
 - A day whose weather has a missing (null) hour fails the month: no aggregate over part of a day.
 
-Idempotent per month: the month's days are deleted and inserted again in one transaction, under an
-advisory lock per month (two runs of one month - a re-load while the previous build runs - wait for
-each other instead of colliding on the key).
+Gated and idempotent per month: the month's days are staged in taxi_daily_weather_staged, checked
+there (plausible New York weather, trips adding up to the month's), and only then deleted and
+inserted again in taxi_daily_weather, in one transaction, under an advisory lock per month (two
+runs of one month - a re-load while the previous build runs - wait for each other instead of
+colliding on the key).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 
 DAG_ID = "nyc_taxi_daily_weather"
 TABLE = "taxi_daily_weather"
+STAGED_TABLE = "taxi_daily_weather_staged"
 NYC_TIMEZONE = "America/New_York"
 REPORT_PREFIX = "reports/taxi_daily_weather/"
 HOURLY_VARIABLES = ["temperature_2m", "precipitation"]
@@ -169,9 +172,11 @@ def fetch_month_weather(month: str, latitude: float = NYC_LATITUDE, longitude: f
 # -- the table ---------------------------------------------------------------------------------------
 
 def build_month(month: str, conn_id: str = "warehouse_db", weather: dict | None = None) -> int:
-    """Replace the month's days in taxi_daily_weather; returns the rows written (days with trips)."""
+    """Replace the month's days in taxi_daily_weather once they pass their checks
+    (include/quality.py, taxi_daily_weather_checks); returns the rows written (days with trips)."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: PLC0415
 
+    from include.quality import failed_checks, taxi_daily_weather_checks  # noqa: PLC0415
     from include.warehouse import apply_ddl, read_sql, transaction  # noqa: PLC0415
 
     first, after = month_bounds(month)
@@ -198,10 +203,23 @@ def build_month(month: str, conn_id: str = "warehouse_db", weather: dict | None 
             rows = [{"day": day, "trips": trips, "total_fare": total_fare, "mean_fare": mean_fare,
                      "mean_distance": mean_distance, **weather[day]}
                     for day, trips, total_fare, mean_fare, mean_distance in days]
-            cur.execute(read_sql(f"{TABLE}/delete_month.sql"), params)
-            cur.executemany(read_sql(f"{TABLE}/insert_day.sql"), rows)
+            # Staged, checked, then published - all under the month's lock; a month that fails its
+            # checks stays staged (committed) for inspection and never reaches the table.
+            cur.execute(read_sql(f"{TABLE}/clear_staged_month.sql"), params)
+            cur.executemany(read_sql(f"{TABLE}/stage_day.sql"), rows)
+            failures = failed_checks(cur, STAGED_TABLE, "day >= %(first_day)s AND day < %(after_day)s", params,
+                                     taxi_daily_weather_checks(sum(r["trips"] for r in rows)))
+            if not failures:
+                cur.execute(read_sql(f"{TABLE}/delete_month.sql"), params)
+                cur.execute(read_sql(f"{TABLE}/publish_month.sql"), params)
+                cur.execute(read_sql(f"{TABLE}/clear_staged_month.sql"), params)
     finally:
         conn.close()
+    if failures:
+        raise AirflowFailException("\n".join([
+            f"Data-quality checks failed on {STAGED_TABLE} where day >= '{first}' AND day < '{after}' ({month}). "
+            f"Those rows stay in {STAGED_TABLE} for inspection; {TABLE} was not changed (the month is published "
+            "only after every check passed).", *failures]))
     log.info("%s: %d days of %s written (%d trips)", TABLE, len(rows), month, sum(r["trips"] for r in rows))
     return len(rows)
 

@@ -52,9 +52,13 @@ def apply_ddl(conn, table: str, *statements: str) -> None:
             cur.execute(ddl)
 
 
-def upsert_exchange_rate(record: dict, conn_id: str = WAREHOUSE_CONN_ID) -> int:
-    """Create exchange_rates if needed, then upsert the record on (symbol, rate_at) in one
-    transaction. Returns the rows now stored for that key (always 1)."""
+EXCHANGE_RATES_STAGED = "exchange_rates_staged"
+
+
+def stage_exchange_rate(record: dict, run_id: str | None = None, conn_id: str = WAREHOUSE_CONN_ID) -> dict:
+    """Create exchange_rates (and its stage) if needed, then put the record into
+    exchange_rates_staged, keyed (symbol, rate_at) - readers of exchange_rates see nothing yet; the
+    checks run on the staged row and publish_exchange_rate moves it. Returns where it is staged."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: PLC0415
 
     missing = {"symbol", "rate", "rate_at", "timestamp"} - set(record or {})
@@ -64,10 +68,26 @@ def upsert_exchange_rate(record: dict, conn_id: str = WAREHOUSE_CONN_ID) -> int:
     try:
         apply_ddl(conn, "exchange_rates")
         with transaction(conn), conn.cursor() as cur:
-            cur.execute(read_sql("exchange_rates/upsert.sql"), record)
-            cur.execute("SELECT count(*) FROM exchange_rates WHERE symbol = %(symbol)s AND rate_at = %(rate_at)s",
-                        record)
-            (count,) = cur.fetchone()
+            cur.execute(read_sql("exchange_rates/stage.sql"), {**record, "run_id": run_id})
     finally:
         conn.close()
-    return count
+    return {"staged_table": EXCHANGE_RATES_STAGED, "symbol": record["symbol"], "rate_at": record["rate_at"]}
+
+
+def publish_exchange_rate(symbol: str, rate_at: str, conn_id: str = WAREHOUSE_CONN_ID) -> int:
+    """Move the checked row (symbol, rate_at) from the stage into exchange_rates in one transaction
+    (an upsert: a re-run rewrites its row). Returns the rows published (1), or fails when nothing
+    is staged for that key - publish without its load."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: PLC0415
+
+    conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
+    try:
+        with transaction(conn), conn.cursor() as cur:
+            cur.execute(read_sql("exchange_rates/publish.sql"), {"symbol": symbol, "rate_at": rate_at})
+            published = cur.rowcount
+            if published != 1:
+                raise RuntimeError(f"nothing staged in {EXCHANGE_RATES_STAGED} for {symbol} at {rate_at}: "
+                                   "run load_exchange_rate first")
+    finally:
+        conn.close()
+    return published

@@ -259,6 +259,12 @@ def _apply_data_fault(payload: dict, fault: str | None) -> None:
     values = [key for key in block if key != "time"]
     if fault == "unequal_lengths":
         block[values[0]] = block[values[0]][:-1]
+    elif fault == "kelvin":
+        # Synthetic (Open-Meteo has no such mode): a unit glitch upstream - temperatures in kelvin under
+        # a °C label - well-formed, so only a plausibility check on the values can catch it.
+        for key in values:
+            if key.startswith("temperature"):
+                block[key] = [None if v is None else round(v + 273.15, 2) for v in block[key]]
     elif fault == "all_null":
         for key in values:
             block[key] = [None] * len(block[key])

@@ -93,7 +93,7 @@ def test_consecutive_minutes_are_separate_objects_and_reruns_change_nothing(dagb
     assert stack.list_keys("market-data", "scheduling_dataset_gathering/USD_EUR/20250311") == before
 
 
-@pytest.mark.parametrize("fault", ["http_401", "body_401", "http_404", "body_400", "empty", "truncated"])
+@pytest.mark.parametrize("fault", ["http_401", "body_401", "http_404", "body_400", "empty", "not_json"])
 def test_api_errors_fail_at_once_and_store_nothing(dagbag, standin, stack, fault):
     standin.inject_fault("/exchange_rate", fault, times=None)
     before = stack.list_keys("market-data")
@@ -107,8 +107,8 @@ def test_api_errors_fail_at_once_and_store_nothing(dagbag, standin, stack, fault
     assert stack.list_keys("market-data") == before
 
 
-@pytest.mark.parametrize("fault", ["http_429", "body_429"])
-def test_running_out_of_credits_is_retried_until_it_works(dagbag, standin, stack, fault):
+@pytest.mark.parametrize("fault", ["http_429", "body_429", "truncated"])
+def test_running_out_of_credits_or_a_cut_answer_is_retried_until_it_works(dagbag, standin, stack, fault):
     standin.inject_fault("/exchange_rate", fault, times=2)
 
     run, states = _run(_dag(dagbag, "scheduling_dataset_gathering", fast_retries=True),
@@ -357,10 +357,11 @@ def test_the_exchange_rates_event_follows_the_passed_checks(dagbag, standin):
         "symbol": "USD/EUR", "rate": rate_at("USD/EUR", when), "rate_at": "2025-03-26T15:00:00+00:00", "rows": 1}]}
 
 
-def test_an_implausible_rate_fails_the_check_and_emits_no_event(dagbag, standin, capfd):
+def test_an_implausible_rate_fails_the_check_and_never_reaches_the_table(dagbag, standin, capfd):
     """TwelveData has served prices 1,000 times too small (twelvedata-python#69): positive and
-    well-formed, so the fetch and the table's CHECK (rate > 0) take it; the range check does not,
-    the run fails naming the check and the figure, and no exchange_rates event goes out."""
+    well-formed, so the fetch and the table's CHECK (rate > 0) take it; the range check on the
+    staged row does not, the run fails naming the check, the figure and where the row is kept, no
+    exchange_rates event goes out and exchange_rates never holds the broken rate."""
     standin.inject_fault("/exchange_rate", "rate_divided_1000", times=None)
     when = datetime(2025, 3, 27, 9, 0, tzinfo=UTC)
 
@@ -373,11 +374,19 @@ def test_an_implausible_rate_fails_the_check_and_emits_no_event(dagbag, standin,
     bad = round(rate_at("USD/EUR", when) / 1000, 8)
     out = capfd.readouterr().out
     assert "Column: rate" in out and "Check: min" in out and f"'geq_to': 0.5, 'result': {bad}" in out
+    assert "Data-quality checks failed on exchange_rates_staged where symbol = 'USD/EUR' AND rate_at = " \
+           "'2025-03-27T09:00:00+00:00'. Those rows stay in exchange_rates_staged for inspection; exchange_rates " \
+           "was not changed" in out
     assert _events(run) == {}
-    # The row is in the table (the load committed it) - but nothing downstream was told it is there.
-    assert _warehouse().get_records("SELECT rate FROM exchange_rates WHERE rate_at = %s", [when]) == [(bad,)]
-    # A re-run once the quote is right replaces the row and tells the consumers.
+    # Readers of exchange_rates never see the broken quote: it waits in the stage, inspectable.
+    assert _warehouse().get_records("SELECT rate FROM exchange_rates WHERE rate_at = %s", [when]) == []
+    assert _warehouse().get_records("SELECT rate, run_id FROM exchange_rates_staged WHERE rate_at = %s",
+                                    [when]) == [(bad, run.run_id)]
+    # A re-run once the quote is right stages it anew, publishes it, clears the stage and tells the consumers.
     standin.clear_faults()
     rerun, states = _run(_dag(dagbag, "connections_and_variables"), when)
     assert rerun.state == "success", states
     assert [e["rate"] for e in _events(rerun)["warehouse.exchange_rates"]] == [rate_at("USD/EUR", when)]
+    good = rate_at("USD/EUR", when)
+    assert _warehouse().get_records("SELECT rate FROM exchange_rates WHERE rate_at = %s", [when]) == [(good,)]
+    assert _warehouse().get_records("SELECT rate FROM exchange_rates_staged WHERE rate_at = %s", [when]) == []

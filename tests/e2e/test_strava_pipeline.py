@@ -83,7 +83,8 @@ def _table_exists() -> bool:
 
 def _fresh_warehouse() -> None:
     """No activity and no watermark: the next run is a first load."""
-    _warehouse().run("DROP TABLE IF EXISTS strava_activity; DROP TABLE IF EXISTS strava_sync_state")
+    _warehouse().run("DROP TABLE IF EXISTS strava_activity; DROP TABLE IF EXISTS strava_sync_state; "
+                     "DROP TABLE IF EXISTS strava_activity_staged")
 
 
 def _iso(moment: datetime) -> str:
@@ -211,7 +212,7 @@ def test_rerun_is_idempotent_and_later_edits_and_deletions_reach_the_warehouse(d
     assert _warehouse().get_first("SELECT name, distance FROM strava_activity WHERE id = %s", [edited["id"]]) == \
         ("Renamed ✨ run", 12345.6)
     assert gone["id"] not in _stored_ids()
-    assert run.get_task_instance("load_activities").xcom_pull(task_ids="load_activities")["deleted"] == 1
+    assert run.get_task_instance("publish").xcom_pull(task_ids="publish")["deleted"] == 1
 
 
 def test_the_daily_run_reads_the_whole_history_so_old_edits_arrive(dagbag, token, standin):
@@ -306,7 +307,8 @@ def test_failed_refresh_names_the_cause_and_loads_nothing(dagbag, token, redis, 
         ("http_401", False, "Strava rejected the access token after a refresh: 401 Authorization Error"),
         ("http_429", True, "Strava rate limit exceeded: 429 Rate Limit Exceeded"),
         ("http_503", True, "Strava server error 503"),
-        ("truncated", False, "Strava returned malformed JSON for page 1"),
+        ("truncated", True, "Strava's answer for page 1 broke off: a JSON document cut short"),
+        ("not_json", False, "Strava returned malformed JSON for page 1"),
     ],
 )
 def test_api_errors_name_the_cause_and_write_nothing(dagbag, token, standin, stack, capfd, fault, retried, message):
@@ -435,15 +437,19 @@ def test_a_load_emits_the_raw_object_and_table_events_with_their_extra(dagbag, t
     }
 
 
-def test_an_impossible_value_fails_the_check_and_emits_no_table_event(dagbag, token, standin, capfd):
-    """A negative distance passes validation (a float) and the table (no CHECK) - Strava itself
+def test_an_impossible_value_fails_the_check_and_never_reaches_the_table(dagbag, token, standin, capfd):
+    """A negative distance passes validation (a float) and the stage (no CHECK) - Strava itself
     never reports one: a synthetic impossible value, served through the stand-in's edit setting,
-    proving the gate. The run fails naming the column and the figure; the table's event is not
+    proving the gate. The run fails naming the column, the figure and the staged rows; the table
+    keeps the activity as it was (readers never see the bad value) and the table's event is not
     emitted (the raw object's is: it was written)."""
     when = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
     standin.configure(strava_now=_iso(when))
-    victim = _listed_before(when, when)[-1]["id"]
-    standin.configure(strava_activity_overrides={str(victim): {"distance": -1234.5}})
+    victim = _listed_before(when, when)[-1]
+    assert _run(_dag(dagbag), when - timedelta(hours=1))[0].state == "success"  # the victim is in the table
+    distance = "SELECT distance FROM strava_activity WHERE id = %s"
+    assert _warehouse().get_records(distance, [victim["id"]]) == [(victim["distance"],)]
+    standin.configure(strava_activity_overrides={str(victim["id"]): {"distance": -1234.5}})
 
     run, states = _run(_dag(dagbag), when)
 
@@ -452,9 +458,19 @@ def test_an_impossible_value_fails_the_check_and_emits_no_table_event(dagbag, to
     assert states["check_table"] == "success" and states["publish"] == "upstream_failed", states
     out = capfd.readouterr().out
     assert "Column: distance" in out and "'geq_to': 0, 'result': -1234.5" in out
+    raw_key = f"stravaact/{when.strftime('%Y%m%dT%H%M%S')}.json"
+    assert f"Data-quality checks failed on strava_activity_staged where raw_key = '{raw_key}'. Those rows stay " \
+           "in strava_activity_staged for inspection; strava_activity was not changed" in out
     assert set(_events(run)) == {"lifedata.stravaact"}
-    # Once the activity is right again, the next run's upsert replaces the row and the gate opens.
+    # Readers of the table never see the impossible value; it waits in the stage, inspectable.
+    assert _warehouse().get_records(distance, [victim["id"]]) == [(victim["distance"],)]
+    assert _warehouse().get_records("SELECT distance FROM strava_activity_staged WHERE raw_key = %s AND id = %s",
+                                    [raw_key, victim["id"]]) == [(-1234.5,)]
+    # Once the activity is right again, a re-run stages it anew, passes, publishes and clears the stage.
     standin.configure(strava_activity_overrides={})
     rerun, states = _run(_dag(dagbag), when)
     assert rerun.state == "success", states
     assert set(_events(rerun)) == {"lifedata.stravaact", "warehouse.strava_activity"}
+    assert _warehouse().get_records(distance, [victim["id"]]) == [(victim["distance"],)]
+    assert _warehouse().get_first("SELECT count(*) FROM strava_activity_staged WHERE raw_key = %s",
+                                  [raw_key])[0] == 0

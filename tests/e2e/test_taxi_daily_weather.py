@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -282,6 +283,37 @@ def test_a_month_with_a_missing_weather_hour_fails_and_keeps_the_old_rows(dagbag
     assert tis[("build_month", 0)].state == "failed"
     assert "only null temperature_2m values" in capfd.readouterr().out
     assert _table("2021-11") == before
+
+
+def test_a_month_failing_a_check_stays_staged_and_never_reaches_the_table(dagbag, tlc, stack, monkeypatch, capfd):
+    """Temperatures in kelvin under a °C label (a synthetic unit glitch: well-formed, every hour
+    there) fail the plausibility check on the staged month: the run fails naming the check, its
+    figures and the staged rows; readers keep the month's previous days; a good re-build publishes."""
+    if not _table("2021-11"):
+        _load("2021-11")
+        assert _run_with_events(_dag(dagbag), monkeypatch, {"month": "2021-11"})[0].state == "success"
+    before = _table("2021-11")
+    tlc.inject_fault("/v1/archive", "kelvin", times=None)
+
+    run, tis = _run_with_events(_dag(dagbag), monkeypatch, {"month": "2021-11"})
+
+    assert run.state == "failed"
+    assert tis[("build_month", 0)].state == "failed" and tis[("build_month", 0)].try_number == 1  # not retried
+    out = capfd.readouterr().out
+    assert "Data-quality checks failed on taxi_daily_weather_staged where day >= '2021-11-01' AND day < " \
+           "'2021-12-01' (2021-11). Those rows stay in taxi_daily_weather_staged" in out
+    assert re.search(r"temperature_plausible_for_new_york: min=2[5-9]\d\.\d+, max=", out)  # °C + 273.15
+    assert _table("2021-11") == before
+    staged = _pg().get_first("SELECT count(*), min(temperature_min) FROM taxi_daily_weather_staged "
+                             "WHERE day >= '2021-11-01' AND day < '2021-12-01'")
+    assert staged[0] == len(before) and staged[1] > 250
+
+    tlc.clear_faults()
+    run, tis = _run_with_events(_dag(dagbag), monkeypatch, {"month": "2021-11"})
+    assert run.state == "success", {key: ti.state for key, ti in tis.items()}
+    _assert_month_matches(stack, "2021-11")
+    assert _pg().get_first("SELECT count(*) FROM taxi_daily_weather_staged WHERE day >= '2021-11-01' "
+                           "AND day < '2021-12-01'")[0] == 0
 
 
 # -- under a real scheduler --------------------------------------------------------------------------

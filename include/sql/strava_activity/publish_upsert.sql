@@ -1,8 +1,11 @@
--- An edited activity (new name, corrected distance...) updates its row; nothing is duplicated.
+-- The checked activities of one raw object into strava_activity: an edited activity (new name,
+-- corrected distance...) updates its row; nothing is duplicated.
 INSERT INTO strava_activity (id, name, type, start_date, distance, moving_time, average_speed, max_speed,
                              average_cadence, average_heartrate, weighted_average_watts, kilojoules)
-VALUES (%(id)s, %(name)s, %(type)s, %(start_date)s, %(distance)s, %(moving_time)s, %(average_speed)s, %(max_speed)s,
-        %(average_cadence)s, %(average_heartrate)s, %(weighted_average_watts)s, %(kilojoules)s)
+SELECT id, name, type, start_date, distance, moving_time, average_speed, max_speed,
+       average_cadence, average_heartrate, weighted_average_watts, kilojoules
+FROM strava_activity_staged
+WHERE raw_key = %(raw_key)s
 ON CONFLICT (id) DO UPDATE
 SET name = EXCLUDED.name,
     type = EXCLUDED.type,
