@@ -472,6 +472,20 @@ def migrate_and_seed(cfg: StackConfig, env: dict[str, str]) -> None:
     print(result.stdout, end="", flush=True)
 
 
+def seed_offline_strava_token(env: dict[str, str]) -> str:
+    """OFFLINE=1: the Strava stand-in's first token into Redis, unless one is there already (a
+    restart keeps the rotated token), so strava_data_pipeline runs with no manual step. What `make
+    strava-token OFFLINE=1 CODE=offline-authorization-code` does."""
+    from devstack.standins.strava import DEFAULT_CONFIG  # noqa: PLC0415
+
+    result = subprocess.run([sys.executable, "-m", "include.strava_token", "--if-missing",
+                             "--code", DEFAULT_CONFIG["strava_authorization_code"]],
+                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise ServiceError(f"seeding the offline Strava token failed: {result.stderr.strip()[-1000:]}")
+    return result.stdout.strip()
+
+
 def credentials_banner(cfg: StackConfig, everything: bool = False) -> str:
     """Where to log in, for `make run`'s start-up output (the UI and the warehouse) and, with
     everything=True, `make credentials` (every server). The values are generated on the first start
@@ -629,6 +643,8 @@ def run_forever(offline: bool) -> int:
         running += start_services(cfg)
         env = airflow_env(cfg)
         migrate_and_seed(cfg, env)
+        if offline:
+            print(f"  strava token  {seed_offline_strava_token(env)}", flush=True)
         for component in airflow_components(cfg, env):
             t0 = time.monotonic()
             component.start()

@@ -50,7 +50,8 @@ SYNC_STREAM = "athlete/activities"
 BOOTSTRAP_HOWTO = (
     "Put a first token into Redis: `make strava-token CODE=<authorization code>` (exchanges an "
     "authorization code from https://www.strava.com/oauth/authorize) or `make strava-token "
-    "TOKEN_FILE=<token.json>` - see README, 'Strava setup'."
+    "TOKEN_FILE=<token.json>`; against the offline stand-in, `make strava-token OFFLINE=1 "
+    "CODE=offline-authorization-code` (`make run OFFLINE=1` does that at start) - see docs/strava.md."
 )
 TOKEN_FIELDS = ("token_type", "access_token", "refresh_token", "expires_at", "expires_in", "scope")
 CREDENTIALS_HOWTO = (

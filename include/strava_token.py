@@ -2,6 +2,8 @@
 
     make strava-token CODE=<authorization code>     exchange a code from Strava's authorize page
     make strava-token TOKEN_FILE=<token.json>       load a token JSON you already have
+    --if-missing                                    keep a token Redis already holds (make run OFFLINE=1
+                                                    seeds the stand-in's first token this way)
 
 Runs with Airflow's environment (the Makefile takes care of it): the client id and secret come
 from the STRAVA_CLIENT / STRAVA_CLIENT_SECRET variables, the token URL from the `strava`
@@ -56,10 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--code", help="authorization code from https://www.strava.com/oauth/authorize")
     source.add_argument("--token-file", type=Path, help="a token JSON with access_token, refresh_token, expires_at")
+    parser.add_argument("--if-missing", action="store_true", help="do nothing when Redis already holds a token")
     args = parser.parse_args(argv)
     from redis import RedisError  # noqa: PLC0415
 
     try:
+        if args.if_missing and _redis().exists(TOKEN_KEY):
+            print(f"Redis key {TOKEN_KEY} (redis_default) already holds a Strava token: kept.")
+            return 0
         if args.code:
             from include.http_api import base_url_from_connection  # noqa: PLC0415
 

@@ -109,6 +109,20 @@ def test_bootstrap_exchanges_a_code_and_stores_the_token(redis, standin):
     assert stored["access_token"] not in result.stdout and stored["refresh_token"] not in result.stdout
 
 
+def test_the_offline_stack_seeds_the_first_token_once_and_keeps_it(redis, standin):
+    """make run OFFLINE=1 runs this at start: strava_data_pipeline is green with no manual step, and
+    a restart keeps the token the pipeline has rotated since."""
+    import os
+
+    from devstack.stack import seed_offline_strava_token
+
+    assert "Saved a Strava token to Redis key STRAVA_TOKEN" in seed_offline_strava_token(dict(os.environ))
+    first = load_token(redis)
+    assert first["refresh_token"]
+    assert "already holds a Strava token: kept" in seed_offline_strava_token(dict(os.environ))
+    assert load_token(redis) == first
+
+
 def test_bootstrap_with_a_wrong_code_says_so(redis, standin):
     result = _bootstrap("--code", "not-the-code")
 
@@ -287,6 +301,7 @@ def test_missing_token_fails_with_the_bootstrap_command(dagbag, redis, standin, 
     assert states["extract_activities"] == "failed"
     out = capfd.readouterr().out
     assert "Strava token missing: Redis key STRAVA_TOKEN is empty" in out and "make strava-token" in out
+    assert "make strava-token OFFLINE=1 CODE=offline-authorization-code" in out  # the offline way, too
 
 
 def test_failed_refresh_names_the_cause_and_loads_nothing(dagbag, token, redis, standin, capfd):
