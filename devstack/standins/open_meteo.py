@@ -25,6 +25,8 @@ import math
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from devstack.standins.messages import Response
+
 NAME = "open-meteo"
 ARCHIVE_PATH = "/v1/archive"
 FORECAST_PATH = "/v1/forecast"
@@ -52,19 +54,13 @@ class BadRequest(Exception):
     pass
 
 
-def _response():
-    from devstack.standins.server import Response  # noqa: PLC0415 - avoid an import cycle
-
-    return Response
-
-
 def error(status: int):
     reasons = {
         400: "Parameter 'latitude' and 'longitude' must have the same number of elements",
         429: RATE_LIMIT_REASON,
         503: OVERLOADED_REASON,
     }
-    return _response().json(status, {"error": True, "reason": reasons.get(status, "Internal server error")})
+    return Response.json(status, {"error": True, "reason": reasons.get(status, "Internal server error")})
 
 
 def _noise(*key) -> float:
@@ -178,7 +174,7 @@ def handle(request):
     try:
         return _handle(request)
     except BadRequest as exc:
-        return _response().json(400, {"error": True, "reason": str(exc)})
+        return Response.json(400, {"error": True, "reason": str(exc)})
 
 
 def _handle(request):
@@ -249,7 +245,7 @@ def _handle(request):
         payload["daily_units"] = {"time": time_unit, **{n: DAILY_VARIABLES[n] for n in daily}}
         payload["daily"] = {"time": times, **series}
     _apply_data_fault(payload, request.fault)
-    return _response().json(200, payload)
+    return Response.json(200, payload)
 
 
 def _apply_data_fault(payload: dict, fault: str | None) -> None:

@@ -31,43 +31,14 @@ import argparse
 import json
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from devstack.standins import open_meteo, strava, swapi, tlc, twelvedata
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: bytes
-    fault: str | None = None
-    config: dict = field(default_factory=dict)
-    state: dict = field(default_factory=dict)  # per-API mutable state (e.g. credit counters)
-    state_dir: Path | None = None  # where an API keeps what must survive a restart (None: memory only)
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json; charset=utf-8"})
-    stream: Iterator[bytes] | None = None  # large bodies: sent chunked as they are produced...
-    length: int | None = None  # ...or, when the stream's total size is known, with this Content-Length
-
-    @classmethod
-    def json(cls, status: int, payload, headers: dict[str, str] | None = None) -> Response:
-        response = cls(status, json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode())
-        response.headers.update(headers or {})
-        return response
-
+from devstack.standins.messages import Request, Response
 
 STREAM_CUT_BYTES = 256 << 10  # where `truncated` / `dropped` cut a stream of unknown length
 CUT_FAULTS = ("truncated", "dropped", "empty_body")

@@ -40,6 +40,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs
 
+from devstack.standins.messages import Response
+
 NAME = "strava"
 PREFIXES = ("/oauth/token", "/api/v3/")
 DEFAULT_CONFIG = {
@@ -60,12 +62,6 @@ SPORTS = [("Run", "Morning Run"), ("Ride", "Évening Ride 🚴"), ("Swim", "Pisc
 _lock = threading.Lock()
 
 
-def _response():
-    from devstack.standins.server import Response  # noqa: PLC0415 - avoid an import cycle
-
-    return Response
-
-
 def _limits(config: dict, name: str) -> tuple[int, int]:
     quarter, day = str(config.get(name) or DEFAULT_CONFIG[name]).split(",")
     return int(quarter), int(day)
@@ -81,7 +77,7 @@ def _json(status: int, payload, usage: dict | None = None, config: dict | None =
                    "X-RateLimit-Usage": f"{usage['quarter']},{usage['day']}",
                    "X-ReadRateLimit-Limit": f"{read[0]},{read[1]}",
                    "X-ReadRateLimit-Usage": f"{usage['quarter']},{usage['day']}"}
-    return _response().json(status, payload, headers)
+    return Response.json(status, payload, headers)
 
 
 def _fault_body(status: int) -> dict:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+from devstack.standins.messages import Response
+
 NAME = "swapi"
 PREFIXES = ("/api/people/",)
 BASE = "https://swapi.dev/api"
@@ -27,14 +29,8 @@ _PEOPLE = {
 _PATH = re.compile(r"^/api/people/(\d+)/?$")
 
 
-def _response():
-    from devstack.standins.server import Response  # noqa: PLC0415 - avoid an import cycle
-
-    return Response
-
-
 def error(status: int):
-    return _response().json(status, {"detail": "Not found" if status == 404 else "Server error"})
+    return Response.json(status, {"detail": "Not found" if status == 404 else "Server error"})
 
 
 def person(person_id: int) -> dict | None:
@@ -59,4 +55,4 @@ def handle(request):
     record = person(int(match.group(1))) if match else None
     if record is None:
         return error(404)
-    return _response().json(200, record)
+    return Response.json(200, record)

@@ -42,6 +42,8 @@ import zlib
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from devstack.standins.messages import Response
+
 NAME = "nyc-tlc"
 PREFIXES = ("/DataTalksClub/nyc-tlc-data/releases/download/yellow/",)
 # tlc_files: {"YYYY-MM": "/path/file.csv.gz"} serves a prepared file instead (the benchmark's).
@@ -63,15 +65,9 @@ SERVE_CHUNK = 1 << 20
 TIP_RATES = (0, 0, 0.1, 0.15, 0.2, 0.25)
 
 
-def _response():
-    from devstack.standins.server import Response  # noqa: PLC0415 - avoid an import cycle
-
-    return Response
-
-
 def error(status: int):
     body = b"Not Found" if status == 404 else b"Server Error"
-    return _response()(status, body, {"Content-Type": "text/plain; charset=utf-8"})
+    return Response(status, body, {"Content-Type": "text/plain; charset=utf-8"})
 
 
 def month_rows(month: str, cap: int | None) -> int:
@@ -201,7 +197,7 @@ def handle(request):
         except OSError:
             return error(500)  # a misconfigured prepared file; not a 404, which would read as unpublished
     rows = month_rows(month, request.config.get("tlc_rows_per_month"))
-    response = _response()(200, b"", {"Content-Type": "application/octet-stream"})
+    response = Response(200, b"", {"Content-Type": "application/octet-stream"})
     # Transport faults (the server's truncated / dropped / empty_body) cut the same file in transit.
     transport_fault = request.fault in (None, "truncated", "dropped", "empty_body")
     cache = _cache_path(request.state_dir, month, rows) if request.state_dir is not None and transport_fault \
@@ -228,7 +224,7 @@ def _cache_path(state_dir: Path, month: str, rows: int) -> Path | None:
 
 def _file_response(handle):
     """Stream an open file with its Content-Length (the size of what was opened, whatever renames follow)."""
-    response = _response()(200, b"", {"Content-Type": "application/octet-stream"})
+    response = Response(200, b"", {"Content-Type": "application/octet-stream"})
     response.length = os.fstat(handle.fileno()).st_size
     response.stream = _file_stream(handle)
     return response

@@ -37,6 +37,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from devstack.standins.messages import Response
+
 NAME = "twelvedata"
 PREFIXES = ("/exchange_rate", "/time_series", "/technical_indicators")
 DEFAULT_CONFIG = {"twelvedata_credits_per_minute": 8, "twelvedata_error_http_status": "match",
@@ -93,15 +95,9 @@ def market_open(moment: datetime) -> bool:
     return True
 
 
-def _response():
-    from devstack.standins.server import Response  # noqa: PLC0415 - avoid an import cycle
-
-    return Response
-
-
 def _error_response(code: int, message: str, http_status_mode: str = "match"):
     status = 200 if http_status_mode == "200" else code
-    return _response().json(status, {"code": code, "message": message, "status": "error"})
+    return Response.json(status, {"code": code, "message": message, "status": "error"})
 
 
 def error(status: int):
@@ -183,7 +179,7 @@ def handle(request):
         if forced is not None:
             raise ApiError(forced, MESSAGES.get(forced, MESSAGES[500]).format(symbol="USD/EUR", used=9, limit=8))
         if request.path.startswith("/technical_indicators"):
-            return _response().json(200, {"data": TECHNICAL_INDICATORS, "status": "ok"})
+            return Response.json(200, {"data": TECHNICAL_INDICATORS, "status": "ok"})
         key = _check_key(request.query)
         if request.path.startswith("/exchange_rate"):
             payload = _exchange_rate(request, key)
@@ -195,7 +191,7 @@ def handle(request):
         payload = {}
     if request.fault == "rate_divided_1000" and "rate" in payload:
         payload = {**payload, "rate": round(payload["rate"] / 1000, 8)}
-    return _response().json(200, payload)
+    return Response.json(200, payload)
 
 
 def _exchange_rate(request, key: str) -> dict:
