@@ -62,7 +62,7 @@ absorbs the overlap. The first load, the run ending at 00:00 UTC each day and a 
    the `warehouse.strava_activity` asset event. `extract_activities` emits `lifedata.stravaact`
    (extra: key, window, activities) as soon as the raw object is written.
 A trigger without a logical date reads up to the moment it was triggered.
-First time: put a token into Redis with `make strava-token` (README, "Strava setup").
+First time: put a token into Redis with `make strava-token` (docs/strava.md).
 """,
 )
 def strava_data_pipeline():

@@ -215,7 +215,7 @@ def _secret_source(name: str, stored, environ) -> str:
     stored_value = (stored.val or "") if stored is not None else ""
     if stored_value.strip() and not stored_value.strip().upper().startswith("REPLACE_ME"):
         return "kept (the value stored in Airflow, e.g. set in the UI)"
-    return f"NOT SET - put {env_key}=... in .env.local or set it in the UI (README, Configuration)"
+    return f"NOT SET - put {env_key}=... in .env.local or set it in the UI (docs/configuration.md)"
 
 
 def main(argv: list[str]) -> None:

@@ -343,7 +343,7 @@ def airflow_env(cfg: StackConfig, base: dict[str, str] | None = None) -> dict[st
     )
     if cfg.offline:
         env.update(OFFLINE_VALUES)
-    # Sized for the machine unless .env/.env.local/the caller says otherwise (README, "Executors").
+    # Sized for the machine unless .env/.env.local/the caller says otherwise (docs/executors.md).
     env.setdefault("AIRFLOW__CORE__PARALLELISM", str(default_slots()))
     if cfg.executor == "celery":
         creds = cfg.credentials

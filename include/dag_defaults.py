@@ -15,6 +15,6 @@ DEFAULT_ARGS = {
 # Under the CeleryExecutor a task may run on any worker. Tasks that hand each other files on local
 # disk (check_dag) go to this queue, which ONE worker serves, so they share a machine by design, not
 # by luck: `make run EXECUTOR=celery` sets LOCAL_FILES_QUEUE=local-files and its worker-1 serves it;
-# on Astro, a worker queue of that name with at most one worker (README, "Executors"). The
+# on Astro, a worker queue of that name with at most one worker (docs/executors.md). The
 # LocalExecutor ignores queues. Read when the DAG is parsed.
 LOCAL_FILES_QUEUE = os.environ.get("LOCAL_FILES_QUEUE") or "default"

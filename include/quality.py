@@ -11,7 +11,7 @@ yellow_taxi_trips), the checks run there, and only publish moves them in, in one
 failure names the staged table and rows, which stay there for inspection until a re-run replaces
 them.
 
-The bounds, their sources and the TLC bad-row decision: README, "Assets and data quality".
+The bounds, their sources and the TLC bad-row decision: docs/assets-and-data-quality.md.
 Cheap to import (DAG parsing): the operators' module only, no database driver.
 """
 

@@ -58,7 +58,7 @@ CREDENTIALS_HOWTO = (
     "Set the Airflow variables STRAVA_CLIENT and STRAVA_CLIENT_SECRET to your Strava app's Client ID and Client "
     "Secret (https://www.strava.com/settings/api): AIRFLOW_VAR_STRAVA_CLIENT=... and "
     "AIRFLOW_VAR_STRAVA_CLIENT_SECRET=... in .env.local (read by make run and by `astro dev start --env .env.local`), "
-    "Admin -> Variables in the UI, or secret Deployment environment variables on Astro - README, 'Strava setup'."
+    "Admin -> Variables in the UI, or secret Deployment environment variables on Astro - docs/strava.md."
 )
 
 # requests-oauthlib logs the refresh request's body (client secret included) at DEBUG.

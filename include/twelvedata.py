@@ -265,7 +265,7 @@ def exchange_rate_venv_operator(task_id: str = "extract_exchange_rate", apikey_t
         retries=4,
         retry_policy=TwelveDataRetryPolicy(),
         # Celery: the worker queue that keeps the venv and uv caches warm (make run EXECUTOR=celery sets
-        # VENV_TASK_QUEUE=venv; on Astro, a worker queue of that name - README, "Executors").
+        # VENV_TASK_QUEUE=venv; on Astro, a worker queue of that name - docs/executors.md).
         queue=_venv_queue(),
     )
 

@@ -135,7 +135,7 @@ def test_secret_variables_are_never_written_so_real_values_survive_restarts(stac
         assert session.query(Variable).filter(Variable.key == "TWELVEDATA_API_KEY").one_or_none() is None
         session.query(Variable).filter(Variable.key == "STRAVA_CLIENT").delete()
     assert "variable TWELVEDATA_API_KEY: NOT SET - put AIRFLOW_VAR_TWELVEDATA_API_KEY=... in .env.local " \
-        "or set it in the UI (README, Configuration)" in first
+        "or set it in the UI (docs/configuration.md)" in first
     assert "variable TWELVEDATA_API_KEY: from the environment (AIRFLOW_VAR_TWELVEDATA_API_KEY)" in report
     assert "variable STRAVA_CLIENT: kept (the value stored in Airflow, e.g. set in the UI)" in report
     assert "variable STRAVA_CLIENT_SECRET: NOT SET" in " ".join(report)

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.make_test
 
 # What `astro dev pytest` copies into its container itself (astro-cli airflow/docker_image.go, Pytest).
 PYTEST_COPIES = ("dags", "tests", "plugins", "include", ".astro")
-NEVER_IN_IMAGE = ("devstack/", "tests/", ".ci/", ".github/", "deploy/", ".venv/", ".local/", ".git/",
+NEVER_IN_IMAGE = ("devstack/", "tests/", "docs/", ".ci/", ".github/", "deploy/", ".venv/", ".local/", ".git/",
                   ".astro/standalone/")
 NEVER_IN_IMAGE_FILES = ("Makefile", "README.md", "docker-compose.override.yml", "requirements-dev.txt",
                         "requirements-dev.lock", "runtime-constraints.txt", ".env", ".env.offline", ".env.local",
