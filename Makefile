@@ -7,6 +7,9 @@ PY      := $(VENV)/bin/python
 UV      := $(VENV)/bin/uv
 UV_VERSION := 0.13.8
 export UV_PYTHON_DOWNLOADS := never
+# make test's pytest-xdist workers, each with throwaway servers of its own: the suite mostly waits
+# (servers starting, schedulers, retries), so more workers than cores (docs/testing.md).
+TEST_WORKERS ?= 3
 # Bytecode is compiled once at install: imports (and DAG parsing) stay fast even where
 # PYTHONDONTWRITEBYTECODE is set.
 
@@ -40,7 +43,7 @@ run: install  ## start the whole local stack (Airflow + Postgres, Redis, S3); OF
 	DEVSTACK_EXECUTOR="$(EXECUTOR)" DEVSTACK_WORKERS="$(WORKERS)" $(PY) -m devstack run $(if $(filter 1 true yes,$(OFFLINE)),--offline)
 
 test: install lint parse-check  ## lint, astro parse check, then the whole suite against throwaway real servers
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # What `astro dev parse` runs, in its own interpreter: it stubs connections, variables and
 # os.getenv process-wide, which must not leak into the end-to-end tests.

@@ -51,15 +51,26 @@ def _bindable(port: int) -> bool:
     return True
 
 
+def port_range() -> tuple[int, int] | None:
+    """[lo, hi) that free_port picks from: DEVSTACK_PORT_RANGE=lo-hi (set per pytest-xdist worker, so
+    parallel test stacks never pick the same port), else below the ephemeral range when there is room."""
+    spec = os.environ.get("DEVSTACK_PORT_RANGE")
+    if spec:
+        lo, hi = (int(part) for part in spec.split("-"))
+        return lo, hi
+    low, _ = ephemeral_port_range()
+    return (10000, low) if low > 12000 else None
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now - below the ephemeral range when
     there is room: a port from that range (what binding port 0 hands out) can be taken by any
     outgoing connection between this check and the server's own bind (a test stack's S3 lost its
     filer port to one that way)."""
-    low, _ = ephemeral_port_range()
-    if low > 12000:
-        for _ in range(200):
-            port = random.randint(10000, low - 1)  # noqa: S311 - not a secret
+    bounds = port_range()
+    if bounds is not None:
+        for _ in range(500):
+            port = random.randint(bounds[0], bounds[1] - 1)  # noqa: S311 - not a secret
             if _bindable(port):
                 return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -71,11 +82,13 @@ def free_s3_base_port() -> int:
     """A DEVSTACK_S3_PORT for a stack of its own: 12 consecutive free ports (the gateway and its 11
     internal servers) and admin (+10) + 10000, below the ephemeral range when there is room."""
     low, _ = ephemeral_port_range()
+    bounds = port_range()
     for attempt in range(1000):
         s3 = free_port()
         ports = [*range(s3, s3 + 12), s3 + 10 + 10000]
         limit = low if attempt < 500 else 65536
-        if max(ports) < limit and not any(port_in_use(p) for p in ports):
+        in_slice = bounds is None or s3 + 12 <= bounds[1]  # the 12 consecutive ports stay in our slice
+        if in_slice and max(ports) < limit and not any(port_in_use(p) for p in ports):
             return s3
     raise ServiceError("no 12 consecutive free ports (and the S3 admin port + 10000) found on 127.0.0.1")
 
@@ -176,7 +189,7 @@ class Service:
         if busy:
             raise ServiceError(
                 f"{self.name}: port(s) {', '.join(map(str, busy))} on {self.host} already in use. "
-                "Stop whatever listens there or choose other ports (see README, Troubleshooting)."
+                "Stop whatever listens there or choose other ports (see docs/troubleshooting.md)."
             )
         self.prepare()
         self.started_at = time.time()

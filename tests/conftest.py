@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,18 @@ MAKE_TEST_ONLY = (
 )
 
 
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) jiffies of the whole machine since boot (/proc/stat), None where there is none."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def pytest_configure(config):
+    _STACK["started"] = (time.monotonic(), _cpu_ticks())
     config.addinivalue_line("markers", "make_test: needs `make test`'s environment (local servers or files "
                                        "outside the image); deselected, and counted aloud, by `astro dev pytest`")
     if importlib.util.find_spec("devstack") is None:
@@ -57,6 +69,13 @@ def pytest_configure(config):
             "here - run it with `make test`; inside the Astro image run `astro dev pytest`"
         )
         return
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return  # pytest-xdist's controller runs no test: each worker starts servers of its own
+    if hasattr(config, "workerinput"):
+        # Each xdist worker picks its servers' ports (and its LiveStacks') from a slice of its own:
+        # two workers never race for one port between the check and the bind.
+        os.environ["DEVSTACK_PORT_RANGE"] = worker_port_range(config.workerinput["workerid"],
+                                                              int(config.workerinput["workercount"]))
     from devstack.stack import StackConfig, migrate_metadata_db, start_services, throwaway_env
 
     state_dir = Path(tempfile.mkdtemp(prefix="airflow-project-tests-"))
@@ -83,6 +102,14 @@ def pytest_configure(config):
     subprocess.run([sys.executable, "-c", "from devstack.settings import apply_to_airflow, load_settings; "
                     f"apply_to_airflow({{}}, load_settings({str(cfg.settings_file)!r}))"],
                    env=dict(os.environ), check=True, capture_output=True)
+
+
+def worker_port_range(worker_id: str, workers: int) -> str:
+    """`lo-hi` for DEVSTACK_PORT_RANGE: worker gwN's slice of [10000, 20000) (devstack.services.free_port;
+    S3 admin ports + 10000 then land in [20000, 30000), where no one else picks)."""
+    index = int(worker_id.removeprefix("gw"))
+    size = 10000 // max(workers, 1)
+    return f"{10000 + index * size}-{10000 + (index + 1) * size}"
 
 
 def _stop():
@@ -227,6 +254,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker("make_test")
         elif _STACK.get("no_devstack") and _imports_devstack(_source(item)):
             item.add_marker("make_test")  # imports devstack/ when it runs: not in the image
+    # Longest modules first: xdist (--dist loadfile) hands each worker the next module as it frees up,
+    # so a long module started last would finish alone. Stable: the order inside a module is kept.
+    items.sort(key=lambda item: -MODULE_SECONDS.get(Path(str(item.path)).name, 0))
     if "unavailable" not in _STACK:
         return
     kept = [item for item in items if item.get_closest_marker("make_test") is None]
@@ -237,6 +267,16 @@ def pytest_collection_modifyitems(config, items):
         _STACK["deselected"] = deselected
 
 
+# Wall seconds of the slowest modules, measured on a 2-core machine running make test's workers side by
+# side (--durations): the order modules are handed to workers in. Refresh when a module changes a lot.
+MODULE_SECONDS = {
+    "test_celery.py": 480, "test_nyc_taxi.py": 250, "test_supervision.py": 250, "test_faults.py": 210,
+    "test_strava_pipeline.py": 160, "test_taxi_daily_weather.py": 160, "test_exchange_rate_dags.py": 110,
+    "test_scheduler_backfill.py": 100, "test_weather_dags.py": 50, "test_parse_cost.py": 30, "test_make_dag.py": 20,
+    "test_s3_lockdown.py": 15,
+}
+
+
 def _source(item) -> str:
     try:
         return inspect.getsource(item.function)
@@ -245,6 +285,18 @@ def _source(item) -> str:
 
 
 def pytest_terminal_summary(terminalreporter):
+    started, ticks = _STACK.get("started", (None, None))
+    now = _cpu_ticks()
+    if started is not None and not hasattr(terminalreporter.config, "workerinput"):
+        wall = time.monotonic() - started
+        cpu = ""
+        if ticks and now and now[1] > ticks[1]:
+            cpu = f"; the machine's CPU was {100 * (now[0] - ticks[0]) / (now[1] - ticks[1]):.0f}% busy " \
+                  f"({os.cpu_count()} cores)"
+        workers = getattr(terminalreporter.config.option, "numprocesses", None)
+        terminalreporter.write_line(
+            f"pytest wall time {wall / 60:.1f} min with {workers or 1} worker(s){cpu}. Budget: all of `make test` "
+            "(install, lint, parse check, pytest) within 15 min on 2 cores (docs/testing.md).")
     deselected = _STACK.get("deselected")
     not_collected = sorted(str(path.relative_to(ROOT)) for path in _STACK.get("not_collected", []))
     if deselected or not_collected:
