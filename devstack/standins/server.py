@@ -21,8 +21,14 @@ timeoutReached"); on a streamed body (a TLC file) they cut the stream
 for real, at half its length or, for a stream of unknown length, after STREAM_CUT_BYTES. Other kinds
 are API-specific (Open-Meteo: `unequal_lengths`, `all_null`, `kelvin`; TwelveData: `body_<code>` - its
 error body with HTTP 200 - `empty` and `rate_divided_1000`; Strava: `invalid_record`; TLC:
-`truncated_gzip`, `missing_column`, `non_numeric_fare`, `null_pickup_time`, `out_of_bounds_every_<n>`).
-`slow_<seconds>` answers normally after that many seconds.
+`truncated_gzip`, `missing_column`, `non_numeric_fare`, `null_pickup_time`, `out_of_bounds_every_<n>`; TLC
+publisher: `parquet_unknown_column`, `parquet_missing_column`, `parquet_wrong_type`,
+`parquet_fractional_passenger_count`). `slow_<seconds>` answers normally after that many seconds.
+
+APIs: Open-Meteo, TwelveData, Strava, the course mirror's TLC CSV files (tlc.py), the TLC publisher's parquet
+files as CloudFront serves them, `/trip-data/yellow_tripdata_YYYY-MM.parquet` (tlc_publisher.py: schema eras,
+publication two months later on the stand-in's clock `tlc_now`, 403 before, republishing, ETag / Range /
+HEAD), and SWAPI.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from devstack.standins import open_meteo, strava, swapi, tlc, twelvedata
+from devstack.standins import open_meteo, strava, swapi, tlc, tlc_publisher, twelvedata
 from devstack.standins.messages import Request, Response
 
 STREAM_CUT_BYTES = 256 << 10  # where `truncated` / `dropped` cut a stream of unknown length
@@ -53,7 +59,7 @@ class Fault:
 
 # Each API module exposes PREFIXES (path prefixes it owns), handle(Request) -> Response and
 # error(status) -> Response. Later pipelines add their modules here.
-APIS = [open_meteo, twelvedata, strava, tlc, swapi]
+APIS = [open_meteo, twelvedata, strava, tlc, tlc_publisher, swapi]
 
 
 def default_config() -> dict:
