@@ -646,12 +646,13 @@ def _version_tag() -> str:
 
 def _file(state_dir: Path | None, month: str, rows: int, revision: int, fault: str | None) -> tuple[Path, bool]:
     """The month's file on disk, and whether it is a one-off (a faulted file: the caller removes it)."""
+    version = _version_tag()  # imports pyarrow: without it, nothing is created
     folder = _cache_dir(state_dir)
     if fault:
         part = folder / f".yellow_tripdata_{month}.{fault}.{os.getpid()}.{threading.get_ident()}.part"
         write_month(part, month, rows, revision, fault)
         return part, True
-    path = folder / f"yellow_tripdata_{month}.{rows}.r{revision}.{_version_tag()}.parquet"
+    path = folder / f"yellow_tripdata_{month}.{rows}.r{revision}.{version}.parquet"
     if path.exists():
         return path, False
     with _LOCKS_GUARD:
