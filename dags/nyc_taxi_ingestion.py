@@ -46,10 +46,13 @@ END_MONTH = os.environ.get("NYC_TAXI_END_MONTH", "2021-07")
 One run per month, 2021-01 to `NYC_TAXI_END_MONTH` (default 2021-07), each on the 2nd of the next
 month at 06:00 UTC, with catch-up. A run loads the month before its logical date; **Trigger** with
 the `month` param (YYYY-MM) to load any month again.
-1. `download_month` streams the month's CSV.gz from the `nyc_tlc` connection to
-   `s3://nyc-tlc/raw/yellow_tripdata_<YYYY-MM>.csv.gz`; a month not published (404) *skips* a
-   scheduled run and *fails* a manual one (it loaded nothing);
-2. `parquetize_month` converts it in bounded pyarrow batches with the TLC column types to
+1. `download_month` streams the month's file from the `nyc_tlc` connection to
+   `s3://nyc-tlc/raw/yellow_tripdata_<YYYY-MM>.csv.gz` - or `.parquet` when the connection's path
+   template ends in `.parquet` (the TLC's own files, 2019-01 on, instead of the course's CSV
+   mirror); a month not published (404; the TLC's CloudFront answers 403) *skips* a scheduled run
+   and *fails* a manual one (it loaded nothing);
+2. `parquetize_month` converts it in bounded pyarrow batches with the TLC column types (the TLC's
+   parquet: conformed from its schema era, include/tlc_eras.py) to
    `s3://nyc-tlc/parquet/yellow_tripdata_<YYYY-MM>.parquet`;
 3. `load` copies it with Postgres `COPY` into the staged table `yellow_taxi_trips_<YYYY_MM>_staged`
    (committed; the table itself is untouched);
@@ -62,8 +65,8 @@ the `month` param (YYYY-MM) to load any month again.
    emits the `yellow_taxi_trips` asset event (month, rows, out-of-bounds counts). A month that
    fails a check never reaches the table, and nothing scheduled on it runs.
 Each of `download` and `parquetize` emits its S3 object's asset event (`nyc_tlc.raw`,
-`nyc_tlc.parquet`). A broken file (truncated gzip, missing column, non-numeric value) fails with a
-message naming the problem and leaves the warehouse month as it was.
+`nyc_tlc.parquet`). A broken file (truncated gzip or parquet, missing or unknown column, non-numeric
+value) fails with a message naming the problem and leaves the warehouse month as it was.
 """,
 )
 def nyc_taxi_ingestion():
@@ -79,7 +82,7 @@ def nyc_taxi_ingestion():
     @task(outlets=[TLC_PARQUET])
     def parquetize(raw_key: str, logical_date=None, params=None, outlet_events=None) -> str:
         month = month_of_run(logical_date, params["month"])
-        key = parquetize_month(month)
+        key = parquetize_month(month, raw_key)
         outlet_events[TLC_PARQUET].extra = {"month": month, "key": key, "rows": parquet_row_count(month)}
         return key
 

@@ -2,6 +2,10 @@
 checks of include/quality.py on it -> swapped in as the month's partition of yellow_taxi_trips. A
 month that fails a check never reaches the table: readers keep the month's previous data.
 
+Two sources, chosen by the `nyc_tlc` connection's path template: ending in `.csv.gz`, the course's
+CSV mirror (the default); ending in `.parquet`, the TLC's own monthly parquet files, whose schema
+eras include/tlc_eras.py conforms to the project's parquet schema.
+
 Every step streams in bounded pieces (HTTP chunks, CSV blocks, parquet row groups, COPY buffers), so
 memory stays flat whatever the month's size; steps hand over S3 keys only (tasks may run on
 different workers). download and parquetize work on local temp files they delete; load reads the
@@ -22,19 +26,25 @@ S3_CONN_ID = "aws_default"
 BUCKET = "nyc-tlc"
 TABLE = "yellow_taxi_trips"
 DEFAULT_PATH = "/DataTalksClub/nyc-tlc-data/releases/download/yellow/yellow_tripdata_{month}.csv.gz"
+# What a path template's ending says the source is: the course mirror or the TLC's own files.
+CSV_GZ, PARQUET = "csv.gz", "parquet"
 BATCH_ROWS = 10_000  # rows encoded per COPY write (~2 MB)
 # Rows per parquet row group: the load reads one group at a time, so this bounds its memory
 # (measured +28 MB at 10k, +37 MB at 20k, +64 MB at 50k rows; the file is as small at 20k).
 ROW_GROUP_ROWS = 20_000
-# The 18 columns of the TLC yellow CSV and their natural types.
+# The warehouse's columns and their natural types: the 18 of the TLC yellow CSV, then the two fees only
+# the TLC's parquet files have (include/sql/yellow_taxi_trips/V2__fee_columns.sql; NULL where a file has none).
 INTEGER_COLUMNS = ("VendorID", "passenger_count", "RatecodeID", "PULocationID", "DOLocationID", "payment_type")
 TIMESTAMP_COLUMNS = ("tpep_pickup_datetime", "tpep_dropoff_datetime")
 TEXT_COLUMNS = ("store_and_fwd_flag",)
+FEE_COLUMNS = ("airport_fee", "cbd_congestion_fee")
 FLOAT_COLUMNS = ("trip_distance", "fare_amount", "extra", "mta_tax", "tip_amount", "tolls_amount",
-                 "improvement_surcharge", "total_amount", "congestion_surcharge")
-COLUMNS = ("VendorID", "tpep_pickup_datetime", "tpep_dropoff_datetime", "passenger_count", "trip_distance",
-           "RatecodeID", "store_and_fwd_flag", "PULocationID", "DOLocationID", "payment_type", "fare_amount", "extra",
-           "mta_tax", "tip_amount", "tolls_amount", "improvement_surcharge", "total_amount", "congestion_surcharge")
+                 "improvement_surcharge", "total_amount", "congestion_surcharge", *FEE_COLUMNS)
+CSV_COLUMNS = ("VendorID", "tpep_pickup_datetime", "tpep_dropoff_datetime", "passenger_count", "trip_distance",
+               "RatecodeID", "store_and_fwd_flag", "PULocationID", "DOLocationID", "payment_type", "fare_amount",
+               "extra", "mta_tax", "tip_amount", "tolls_amount", "improvement_surcharge", "total_amount",
+               "congestion_surcharge")
+COLUMNS = (*CSV_COLUMNS, *FEE_COLUMNS)
 
 
 class TaxiDataError(AirflowFailException):
@@ -42,7 +52,7 @@ class TaxiDataError(AirflowFailException):
 
 
 class TaxiDownloadError(RuntimeError):
-    """The download went wrong in transit (cut off, short, empty, not a whole gzip): retried."""
+    """The download went wrong in transit (cut off, short, empty, not a whole gzip or parquet file): retried."""
 
 
 FIRST_MONTH = "2021-01"  # the course's first month
@@ -97,8 +107,23 @@ def month_of_run(logical_date, month: str | None = None) -> str:
     return f"{year - (mon == 1):04d}-{(mon - 2) % 12 + 1:02d}"
 
 
-def raw_key(month: str) -> str:
-    return f"raw/yellow_tripdata_{month}.csv.gz"
+def raw_key(month: str, source: str = CSV_GZ) -> str:
+    """Where the month's file is kept as downloaded: `.csv.gz` (course mirror) or `.parquet` (the TLC's)."""
+    return f"raw/yellow_tripdata_{month}.{source}"
+
+
+def source_format(url: str) -> str:
+    """CSV_GZ or PARQUET, from how the file's URL (the path template) ends."""
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    path = urlsplit(url).path
+    for source in (PARQUET, CSV_GZ):
+        if path.endswith(f".{source}"):
+            return source
+    raise AirflowFailException(
+        f"the `{CONN_ID}` connection's path template gives {url}: it must end in .csv.gz (the course mirror, "
+        "e.g. /DataTalksClub/nyc-tlc-data/releases/download/yellow/yellow_tripdata_{month}.csv.gz) or .parquet "
+        "(the TLC's own files, e.g. /trip-data/yellow_tripdata_{month}.parquet)")
 
 
 def parquet_key(month: str) -> str:
@@ -133,50 +158,59 @@ def download_url(month: str) -> str:
 
 
 def download_month(month: str, url: str | None = None, manual: bool = False) -> str:
-    """Stream the month's CSV.gz to S3 (nyc-tlc/raw/...). A month not published (404) skips a
-    scheduled run - there is nothing to load yet - and fails a manual one, whose user asked for
-    that month and must not get a green run that loaded nothing."""
+    """Stream the month's file as is to S3 (nyc-tlc/raw/..., `.csv.gz` or `.parquet` as the URL ends)
+    and return its key. A month not published (404; the TLC's CloudFront also answers 403) skips a
+    scheduled run - there is nothing to load yet - and fails a manual one, whose user asked for that
+    month and must not get a green run that loaded nothing."""
     import requests  # noqa: PLC0415
 
     from include.arrow_s3 import upload_file  # noqa: PLC0415
     from include.http_api import CONNECT_TIMEOUT_S, READ_TIMEOUT_S  # noqa: PLC0415
 
     url = url or download_url(month)
-    key = f"s3://{BUCKET}/{raw_key(month)}"
-    with _temp_file(".csv.gz") as local, \
+    source = source_format(url)
+    unpublished = (404,) if source == CSV_GZ else (403, 404)
+    if source == PARQUET:
+        from include.tlc_eras import era_of  # noqa: PLC0415
+
+        era_of(month)  # a month no era covers fails before its file is fetched
+    key = f"s3://{BUCKET}/{raw_key(month, source)}"
+    with _temp_file(f".{source}") as local, \
             requests.get(url, stream=True, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)) as resp:
-        if resp.status_code == 404:
+        if resp.status_code in unpublished:
             if manual:
+                has = (f"the course mirror has {FIRST_MONTH} to 2021-07" if source == CSV_GZ else
+                       "the TLC publishes a month about two months after it ends")
                 raise AirflowFailException(
-                    f"TLC has no file for {month} (404 at {url}): nothing to load. Trigger with the `month` "
-                    f"param set to a published month (the course mirror has {FIRST_MONTH} to 2021-07).")
-            raise AirflowSkipException(f"TLC file for {month} is not published yet (404 at {url})")
+                    f"TLC has no file for {month} ({resp.status_code} at {url}): nothing to load. Trigger with the "
+                    f"`month` param set to a published month ({has}).")
+            raise AirflowSkipException(f"TLC file for {month} is not published yet ({resp.status_code} at {url})")
         if resp.status_code != 200:
             raise TaxiDownloadError(f"TLC download of {month} failed: HTTP {resp.status_code} at {url}; "
                                     f"{key} left as it was")
         received = 0
         failure = None
-        gzip_check = _GzipCheck()
+        check = _GzipCheck() if source == CSV_GZ else _ParquetCheck()
         try:
             with local.open("wb") as out:
                 for chunk in resp.iter_content(chunk_size=1 << 20):
                     out.write(chunk)
                     received += len(chunk)
-                    gzip_check.feed(chunk)  # while the next chunk arrives: no second pass over the file
+                    check.feed(chunk)  # while the next chunk arrives: no second pass over the file
         except requests.RequestException as exc:
             failure = f"cut off after {received:,} bytes ({type(exc).__name__})"
         promised = resp.headers.get("Content-Length")
         if failure is None and promised is not None and received != int(promised):
             failure = f"{received:,} of the {int(promised):,} bytes promised"
         if failure is None:
-            failure = gzip_check.problem(received)
+            failure = check.problem(received)
         if failure is not None:
             # Nothing replaces the raw object unless the whole file arrived: a short body must not
             # overwrite a good month (it did, as 0 bytes, before this check).
             raise TaxiDownloadError(f"TLC download of {month} from {url} is incomplete: {failure}; {key} left as "
                                     "it was (retried)")
-        upload_file(_filesystem(), local, BUCKET, raw_key(month))
-    return raw_key(month)
+        upload_file(_filesystem(), local, BUCKET, raw_key(month, source))
+    return raw_key(month, source)
 
 
 class _GzipCheck:
@@ -212,6 +246,36 @@ class _GzipCheck:
         return None
 
 
+class _ParquetCheck:
+    """Is a byte stream a whole parquet file? A parquet file starts and ends with the magic `PAR1`,
+    and the 4 bytes before the final magic give the footer's length, which must fit in the file
+    (https://parquet.apache.org/docs/file-format/). Fed as it downloads, keeping only the first and
+    the last 8 bytes: a body cut anywhere loses the final magic (or the footer it points to)."""
+
+    MAGIC = b"PAR1"
+
+    def __init__(self):
+        self._head = b""
+        self._tail = b""
+
+    def feed(self, data: bytes) -> None:
+        if len(self._head) < 4:
+            self._head += data[:4 - len(self._head)]
+        self._tail = (self._tail + data[-8:])[-8:]
+
+    def problem(self, size: int) -> str | None:
+        if size == 0:
+            return "an empty body (0 bytes)"
+        if self._head != self.MAGIC:
+            return f"not a parquet file (it starts with {self._head!r}, not PAR1)"
+        if size < 12 or self._tail[4:] != self.MAGIC:
+            return f"the parquet file ends early ({size:,} bytes, no PAR1 at the end)"
+        footer = int.from_bytes(self._tail[:4], "little")
+        if footer > size - 12:
+            return f"the parquet file ends early ({size:,} bytes, its footer claims {footer:,})"
+        return None
+
+
 def _read_options():
     import pyarrow as pa  # noqa: PLC0415
     from pyarrow import csv  # noqa: PLC0415
@@ -219,12 +283,12 @@ def _read_options():
     types = {c: pa.int64() for c in INTEGER_COLUMNS}
     types |= {c: pa.timestamp("us") for c in TIMESTAMP_COLUMNS}
     types |= {c: pa.string() for c in TEXT_COLUMNS}
-    types |= {c: pa.float64() for c in FLOAT_COLUMNS}
+    types |= {c: pa.float64() for c in FLOAT_COLUMNS if c in CSV_COLUMNS}
     return (
         # One thread, 256 kB blocks (~2.5k rows): measured +88 MB peak over the imports at 2M rows,
         # against +124 MB with 1 MB blocks and +180 MB with 4 MB, at the same speed.
         csv.ReadOptions(block_size=256 << 10, use_threads=False),
-        csv.ConvertOptions(column_types=types, include_columns=list(COLUMNS), strings_can_be_null=True,
+        csv.ConvertOptions(column_types=types, include_columns=list(CSV_COLUMNS), strings_can_be_null=True,
                            timestamp_parsers=["%Y-%m-%d %H:%M:%S"]),
     )
 
@@ -254,8 +318,9 @@ def parquet_schema():
 
 
 def csv_gz_to_parquet(source: Path, target: Path, name: str | None = None) -> int:
-    """Convert in bounded batches with the TLC types; raises TaxiDataError naming the problem and
-    the file by `name` (its S3 key; default the local file's name)."""
+    """Convert in bounded batches with the TLC types (the fees the CSV has no column for: NULL);
+    raises TaxiDataError naming the problem and the file by `name` (its S3 key; default the local
+    file's name)."""
     import gzip  # noqa: PLC0415
 
     import pyarrow as pa  # noqa: PLC0415
@@ -268,20 +333,23 @@ def csv_gz_to_parquet(source: Path, target: Path, name: str | None = None) -> in
             header = handle.readline().strip().split(",")
     except (EOFError, OSError) as exc:
         raise TaxiDataError(f"{name} is truncated or not gzip ({type(exc).__name__}: {exc})") from None
-    missing = [c for c in COLUMNS if c not in header]
+    missing = [c for c in CSV_COLUMNS if c not in header]
     if missing:
         raise TaxiDataError(f"{name}: missing column(s) {', '.join(missing)} (header has {len(header)})")
     read, convert = _read_options()
     _use_system_allocator()
+    schema = parquet_schema()
     rows = 0
     try:
         with pa.input_stream(str(source), compression="gzip") as raw, \
                 csv.open_csv(raw, read_options=read, convert_options=convert) as reader, \
-                pq.ParquetWriter(target, parquet_schema(), compression="zstd") as writer:
+                pq.ParquetWriter(target, schema, compression="zstd") as writer:
             # Small parse blocks, but row groups of ~ROW_GROUP_ROWS: fewer, larger groups read faster.
             pending, pending_rows = [], 0
             for batch in reader:
-                pending.append(batch.select(list(COLUMNS)))
+                fees = [pa.nulls(batch.num_rows, schema.field(c).type) for c in FEE_COLUMNS]
+                pending.append(pa.RecordBatch.from_arrays([*batch.select(list(CSV_COLUMNS)).columns, *fees],
+                                                          schema=schema))
                 pending_rows += batch.num_rows
                 if pending_rows >= ROW_GROUP_ROWS:
                     writer.write_table(pa.Table.from_batches(pending))
@@ -298,16 +366,27 @@ def csv_gz_to_parquet(source: Path, target: Path, name: str | None = None) -> in
     return rows
 
 
-def parquetize_month(month: str) -> str:
+def parquetize_month(month: str, raw: str | None = None) -> str:
+    """The month's raw object (`raw`: its key, as download_month returned it; default: the key the
+    `nyc_tlc` connection's source gives) -> the project's parquet file in S3 (parquet_key): a CSV.gz
+    converted with the TLC types, or the TLC's parquet conformed from its era (include/tlc_eras.py)."""
     from include.arrow_s3 import download_file, upload_file  # noqa: PLC0415
 
+    raw = raw or raw_key(month, source_format(download_url(month)))
+    source = PARQUET if raw.endswith(f".{PARQUET}") else CSV_GZ
+    name = f"s3://{BUCKET}/{raw} ({month})"
     fs = _filesystem()
     # Local files on both sides: the parquet object is replaced only once the whole month converted.
-    with _temp_file(".csv.gz") as raw, _temp_file(".parquet") as parquet:
-        download_file(fs, BUCKET, raw_key(month), raw)
-        rows = csv_gz_to_parquet(raw, parquet, name=f"s3://{BUCKET}/{raw_key(month)} ({month})")
+    with _temp_file(f".{source}") as local, _temp_file(".parquet") as parquet:
+        download_file(fs, BUCKET, raw, local)
+        if source == PARQUET:
+            from include.tlc_eras import conform_parquet  # noqa: PLC0415
+
+            rows = conform_parquet(local, parquet, month, name=name)
+        else:
+            rows = csv_gz_to_parquet(local, parquet, name=name)
         if rows == 0:
-            raise TaxiDataError(f"s3://{BUCKET}/{raw_key(month)} ({month}) holds no rows")
+            raise TaxiDataError(f"{name} holds no rows")
         upload_file(fs, parquet, BUCKET, parquet_key(month))
     return parquet_key(month)
 

@@ -224,6 +224,225 @@ def test_two_first_loads_at_once_both_succeed(dagbag, tlc):
     void_events(YELLOW_TAXI_TRIPS, keep=lambda extra: extra.get("month") in ("2021-01", "2021-02"))
 
 
+# -- the fee columns (V2) and the TLC's own parquet files ---------------------------------------------
+
+def test_a_warehouse_of_v1_is_upgraded_in_place_by_the_next_load(tlc):
+    """A warehouse made before V2__fee_columns.sql, with a month in it: the next load adds airport_fee and
+    cbd_congestion_fee to the table and every partition - the old month keeps its rows and values (its
+    file is not even rewritten: a catalog change), NULL in the new columns - and loads its own month."""
+    from include.assets import YELLOW_TAXI_TRIPS
+    from include.nyc_taxi import download_month, load_month, parquetize_month
+    from include.warehouse import read_sql
+    from tests.e2e.asset_events import void_events
+
+    _pg().run("DROP TABLE IF EXISTS yellow_taxi_trips CASCADE")
+    _pg().run(read_sql("yellow_taxi_trips/V1__create_table.sql"))
+    _pg().run("CREATE TABLE yellow_taxi_trips_2021_01 PARTITION OF yellow_taxi_trips FOR VALUES IN ('2021-01-01')")
+    _pg().run("INSERT INTO yellow_taxi_trips SELECT i % 2 + 1, TIMESTAMP '2021-01-01' + i * INTERVAL '1 minute', "
+              "TIMESTAMP '2021-01-01 00:10' + i * INTERVAL '1 minute', i % 4, i / 10.0, 1, 'N', i % 265 + 1, 1, 1, "
+              "5 + i / 4.0, 0.5, 0.5, 1, 0, 0.3, 7.3 + i / 4.0, 2.5, DATE '2021-01-01' FROM generate_series(1, 500) i")
+    old = "SELECT count(*), sum(\"VendorID\"), sum(fare_amount), sum(total_amount), max(tpep_dropoff_datetime) " \
+          "FROM yellow_taxi_trips WHERE data_month = '2021-01-01'"
+    before, filenode = _pg().get_first(old), _pg().get_first("SELECT pg_relation_filenode('yellow_taxi_trips_2021_01')")
+
+    download_month("2021-02", manual=True)  # the ingestion's steps, without the DAG run's checks and events
+    parquetize_month("2021-02")
+    assert load_month("2021-02") == ROWS
+
+    assert _pg().get_first(old) == before and before[0] == 500
+    assert _pg().get_first("SELECT pg_relation_filenode('yellow_taxi_trips_2021_01')") == filenode
+    for table in ("yellow_taxi_trips", "yellow_taxi_trips_2021_01", "yellow_taxi_trips_2021_02"):
+        types = dict(_pg().get_records("SELECT column_name, data_type FROM information_schema.columns "
+                                       "WHERE table_name = %s", [table]))
+        assert types["airport_fee"] == types["cbd_congestion_fee"] == "double precision", table
+    assert _pg().get_records("SELECT data_month::text, count(*), count(airport_fee), count(cbd_congestion_fee) "
+                             "FROM yellow_taxi_trips GROUP BY 1 ORDER BY 1") == [("2021-01-01", 500, 0, 0),
+                                                                                  ("2021-02-01", ROWS, 0, 0)]
+    # 2021-01 holds rows no pipeline loaded, and every other month is gone with the dropped table.
+    void_events(YELLOW_TAXI_TRIPS, keep=lambda extra: extra.get("month") == "2021-02")
+
+
+def test_the_fee_columns_cost_a_load_no_lock_once_added(tlc):
+    """V2 runs before every load: once the columns exist it must not ask for the table's exclusive lock
+    (ALTER TABLE would, IF NOT EXISTS or not), or each load would queue behind readers and every later
+    reader behind it."""
+    from include.nyc_taxi import TABLE
+    from include.warehouse import apply_ddl
+
+    ddl = _pg().get_conn()
+    apply_ddl(ddl, TABLE)  # the table at its latest version
+    reader = _pg().get_conn()
+    try:
+        reader.execute("SELECT count(*) FROM yellow_taxi_trips")  # its transaction stays open: ACCESS SHARE held
+        ddl.execute("SET lock_timeout = '2s'")
+        ddl.commit()
+        apply_ddl(ddl, TABLE)
+    finally:
+        reader.rollback()
+        reader.close()
+        ddl.close()
+
+
+def _serve(files: dict[str, bytes]):
+    """A throwaway HTTP server: 200 with the body for a path in `files`, 403 (CloudFront's "not yet") otherwise."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            body = files.get(self.path)
+            self.send_response(200 if body is not None else 403)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}"
+
+
+def _publisher_month(month: str, rows: int = 400) -> tuple[bytes, dict]:
+    """A month of the TLC's parquet in the 2025 era's exact schema (Airport_fee, cbd_congestion_fee,
+    int32 ids, large_string flag), with the NULLs real files have, and the sums the warehouse must show."""
+    import io
+    from datetime import timedelta
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    start = datetime(int(month[:4]), int(month[5:]), 1)
+    pickups = [start + timedelta(minutes=7 * i) for i in range(rows)]
+    unknown = [i % 10 == 3 for i in range(rows)]  # the rows without passenger_count, RatecodeID, flag, fees
+    table = pa.table({
+        "VendorID": pa.array([1 + i % 2 for i in range(rows)], pa.int32()),
+        "tpep_pickup_datetime": pa.array(pickups, pa.timestamp("us")),
+        "tpep_dropoff_datetime": pa.array([p + timedelta(minutes=12) for p in pickups], pa.timestamp("us")),
+        "passenger_count": pa.array([None if u else 1 + i % 3 for i, u in enumerate(unknown)], pa.int64()),
+        "trip_distance": pa.array([1.5 + i % 7 for i in range(rows)], pa.float64()),
+        "RatecodeID": pa.array([None if u else 1 for u in unknown], pa.int64()),
+        "store_and_fwd_flag": pa.array([None if u else "N" for u in unknown], pa.large_string()),
+        "PULocationID": pa.array([1 + i % 263 for i in range(rows)], pa.int32()),
+        "DOLocationID": pa.array([263 - i % 263 for i in range(rows)], pa.int32()),
+        "payment_type": pa.array([i % 5 for i in range(rows)], pa.int64()),
+        **{c: pa.array([10.0 + i % 9 for i in range(rows)], pa.float64())
+           for c in ("fare_amount", "extra", "mta_tax", "tip_amount", "tolls_amount", "improvement_surcharge",
+                     "total_amount")},
+        "congestion_surcharge": pa.array([None if u else 2.5 for u in unknown], pa.float64()),
+        "Airport_fee": pa.array([None if u else (1.75 if i % 4 == 0 else 0.0) for i, u in enumerate(unknown)],
+                                pa.float64()),
+        "cbd_congestion_fee": pa.array([0.75 if i % 2 else 0.0 for i in range(rows)], pa.float64()),
+    })
+    body = io.BytesIO()
+    pq.write_table(table, body, row_group_size=150)
+    expected = {"rows": rows, "airport_fee": sum(v for v in table["Airport_fee"].to_pylist() if v is not None),
+                "airport_fee_null": sum(unknown), "cbd": sum(table["cbd_congestion_fee"].to_pylist()),
+                "vendor": sum(table["VendorID"].to_pylist()), "passengers": sum(filter(None, table["passenger_count"]
+                                                                                       .to_pylist()))}
+    return body.getvalue(), expected
+
+
+def test_a_month_of_the_tlcs_own_parquet_lands_with_its_fees(stack):
+    """The publisher's source, step by step against real S3 and Postgres (the TLC stand-in serves CSV only):
+    the file stored as is under raw/ (.parquet), conformed from its era, loaded with both fees."""
+    from include.nyc_taxi import download_month, load_month, parquetize_month
+
+    month = "2025-03"
+    body, expected = _publisher_month(month)
+    server, base = _serve({f"/trip-data/yellow_tripdata_{month}.parquet": body})
+    try:
+        raw = download_month(month, url=f"{base}/trip-data/yellow_tripdata_{month}.parquet", manual=True)
+    finally:
+        server.shutdown()
+
+    assert raw == f"raw/yellow_tripdata_{month}.parquet" and stack.get_object("nyc-tlc", raw) == body
+    assert parquetize_month(month, raw) == f"parquet/yellow_tripdata_{month}.parquet"
+    assert load_month(month) == expected["rows"]
+    stored = _pg().get_first(
+        "SELECT count(*), sum(airport_fee), count(*) FILTER (WHERE airport_fee IS NULL), sum(cbd_congestion_fee), "
+        "sum(\"VendorID\"), sum(passenger_count) FROM yellow_taxi_trips WHERE data_month = %s", [f"{month}-01"])
+    assert stored[0] == expected["rows"] and stored[2] == expected["airport_fee_null"]
+    assert stored[1] == pytest.approx(expected["airport_fee"]) and stored[3] == pytest.approx(expected["cbd"])
+    assert (stored[4], stored[5]) == (expected["vendor"], expected["passengers"])
+
+
+def _publisher_steps(stack, month: str) -> int:
+    """download -> parquetize -> load of a month from the TLC publisher stand-in (the DAG's steps, no run)."""
+    from include.nyc_taxi import download_month, load_month, parquetize_month
+
+    raw = download_month(month, url=f"{stack.standin_url}/trip-data/yellow_tripdata_{month}.parquet", manual=True)
+    parquetize_month(month, raw)
+    return load_month(month)
+
+
+def test_every_era_of_the_publisher_standin_loads(standin):
+    """One month of each era as the publisher stand-in serves it (its own reading of the same evidence):
+    every row lands, the fees where the era has them."""
+    standin.configure(tlc_rows_per_month=ROWS, tlc_now="2026-12-01T00:00:00+00:00")
+    fees = "SELECT count(*), count(airport_fee), count(cbd_congestion_fee) FROM yellow_taxi_trips WHERE data_month = %s"
+    for month, airport, cbd in (("2019-06", False, False), ("2021-03", True, False), ("2023-02", True, False),
+                                ("2025-02", True, True), ("2026-07", True, True)):
+        loaded = _publisher_steps(standin, month)
+        rows, airport_fees, cbd_fees = _pg().get_first(fees, [f"{month}-01"])
+        assert rows == loaded > ROWS, month  # the stand-in adds the pickups outside the month it serves
+        assert (airport_fees > 0, cbd_fees > 0) == (airport, cbd), (month, airport_fees, cbd_fees)
+
+
+@pytest.mark.parametrize(("fault", "month", "message"), [
+    ("parquet_unknown_column", "2024-05", "unknown column 'ehail_fee' (double)"),
+    ("parquet_missing_column", "2025-03", "missing column 'fare_amount' (double)"),
+    ("parquet_wrong_type", "2020-02", "column 'tpep_pickup_datetime' is large_string, expected timestamp[us] or "
+                                      "timestamp[ns]"),
+    ("parquet_fractional_passenger_count", "2021-05", "column 'passenger_count' holds "),
+])
+def test_a_publisher_file_that_breaks_its_era_fails_parquetize(standin, fault, month, message):
+    from include.nyc_taxi import TaxiDataError, download_month, parquetize_month
+    from include.tlc_eras import era_of
+
+    standin.configure(tlc_rows_per_month=ROWS, tlc_now="2026-12-01T00:00:00+00:00")
+    standin.inject_fault("/trip-data/", fault, times=None)
+    raw = download_month(month, url=f"{standin.standin_url}/trip-data/yellow_tripdata_{month}.parquet")
+
+    with pytest.raises(TaxiDataError) as failure:
+        parquetize_month(month, raw)
+
+    assert str(failure.value).startswith(f"s3://nyc-tlc/{raw} ({month}): ")
+    assert message in str(failure.value) and f"the {era_of(month).label}" in str(failure.value)
+
+
+def test_a_cut_or_unpublished_parquet_download_replaces_nothing(stack):
+    """A complete-looking answer with half the TLC's file (no PAR1 at the end) is retried and leaves the raw
+    object as it was; CloudFront's 403 for a month not out yet skips a scheduled run, fails a manual one."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from include.nyc_taxi import TaxiDownloadError, download_month
+
+    month = "2025-04"
+    body, _ = _publisher_month(month)
+    path = f"/trip-data/yellow_tripdata_{month}.parquet"
+    server, base = _serve({path: body})
+    try:
+        download_month(month, url=base + path)
+        key = f"raw/yellow_tripdata_{month}.parquet"
+        good = stack.list_keys("nyc-tlc", key)
+    finally:
+        server.shutdown()
+    server, base = _serve({path: body[: len(body) // 2]})
+    try:
+        with pytest.raises(TaxiDownloadError, match=r"is incomplete: the parquet file ends early .*; "
+                                                    rf"s3://nyc-tlc/{key} left as it was \(retried\)"):
+            download_month(month, url=base + path)
+        with pytest.raises(AirflowSkipException, match=r"TLC file for 2025-05 is not published yet \(403 at "):
+            download_month("2025-05", url=f"{base}/trip-data/yellow_tripdata_2025-05.parquet")
+        with pytest.raises(AirflowFailException, match=r"TLC has no file for 2025-05 \(403 at .*about two months"):
+            download_month("2025-05", url=f"{base}/trip-data/yellow_tripdata_2025-05.parquet", manual=True)
+    finally:
+        server.shutdown()
+    assert stack.list_keys("nyc-tlc", key) == good  # same ETag: untouched
+
+
 def test_loaded_values_match_the_parquet_file(dagbag, tlc, stack):
     """Binary COPY must store exactly what the parquet file holds: compare per-column aggregates."""
     import io
