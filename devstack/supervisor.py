@@ -101,6 +101,8 @@ class Supervisor:
             return
         if watch.unanswered_since is None:
             watch.unanswered_since = now
+            self.log(f"{watch.service.name} does not answer its health check: waiting up to "
+                     f"{self.unresponsive_s:.0f}s before restarting it")
             return
         if now - watch.unanswered_since >= self.unresponsive_s:
             cause = f"did not answer its health check for {now - watch.unanswered_since:.0f}s"

@@ -123,22 +123,26 @@ def test_a_briefly_paused_s3_is_waited_for_not_restarted(supervised):
     pid = supervised.pid_of("s3")
 
     _kill(pid, signal.SIGSTOP)
-    try:
-        time.sleep(20)
+    try:  # paused until the supervisor has seen it not answer (it probes every 5 s)
+        supervised.wait_for(lambda: "s3 does not answer its health check" in supervised.supervisor_log()[since:],
+                            45, "the supervisor to notice the paused s3")
     finally:
         _kill(pid, signal.SIGCONT)
 
-    supervised.wait_for(lambda: "s3 answers again" in supervised.supervisor_log()[since:], 30, "s3 to answer")
+    supervised.wait_for(lambda: "s3 answers again" in supervised.supervisor_log()[since:], 60, "s3 to answer")
     assert supervised.pid_of("s3") == pid
     assert "s3 was" not in supervised.supervisor_log()[since:]
 
 
 def test_every_run_succeeds_and_every_month_is_exactly_its_raw_file(supervised):
     def finished():
+        # Every month's scheduled run exists (the catch-up creates them as the earlier ones finish; a
+        # restarted scheduler may take a while) and every run has finished.
         runs = supervised.sql(f"SELECT run_id, state FROM dag_run WHERE dag_id = '{DAG_ID}'")
-        return runs if runs and all(state in ("success", "failed") for _, state in runs) else None
+        complete = sum(run_id.startswith("scheduled__") for run_id, _ in runs) >= len(MONTHS)
+        return runs if complete and all(state in ("success", "failed") for _, state in runs) else None
 
-    runs = supervised.wait_for(finished, 900, "every nyc_taxi_ingestion run to finish")
+    runs = supervised.wait_for(finished, 900, "every month's nyc_taxi_ingestion run to exist and finish")
     scheduled = [run_id for run_id, _ in runs if run_id.startswith("scheduled__")]
     assert len(scheduled) == len(MONTHS), runs
     failed = [run for run in runs if run[1] != "success"]
