@@ -26,7 +26,7 @@ from pathlib import Path
 
 from devstack.stack import ROOT, StackConfig, migrate_metadata_db, start_services, stop_all, throwaway_env
 from devstack.standins.tlc import csv_lines
-from include.nyc_taxi import COLUMNS
+from include.nyc_taxi import CSV_COLUMNS
 
 MONTH = "2021-01"
 PANDAS_CHUNK = 100_000
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         baseline_sql = table_sql.split("CREATE TABLE IF NOT EXISTS yellow_taxi_trips", 1)[1]
         baseline_sql = baseline_sql.replace("data_month              date NOT NULL", "data_month date")
         baseline_sql = "CREATE TABLE raw_copy_baseline " + baseline_sql.split(") PARTITION BY")[0] + ")"
-        copy_sql = f"COPY raw_copy_baseline ({', '.join(repr(c).replace(chr(39), chr(34)) for c in COLUMNS)}) " \
+        copy_sql = f"COPY raw_copy_baseline ({', '.join(repr(c).replace(chr(39), chr(34)) for c in CSV_COLUMNS)}) " \
                    "FROM STDIN (FORMAT csv, HEADER true)"
         pg_url = cfg.warehouse_url().replace("postgresql+psycopg2", "postgresql")
         raw_copy = f"""
