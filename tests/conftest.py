@@ -53,8 +53,15 @@ def _cpu_ticks() -> tuple[int, int] | None:
     return sum(fields) - idle, sum(fields)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's tmpdir plugin reads --basetemp
 def pytest_configure(config):
     _STACK["started"] = (time.monotonic(), _cpu_ticks())
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        # The session's tmp_path root of its own, not under /tmp/pytest-of-<user>: every pytest session
+        # chmods that folder to 0700, which cut a running LiveStack's Postgres (run as airflow-pg when
+        # root) off from its data folder when another session started beside it.
+        config.option.basetemp = tempfile.mkdtemp(prefix="airflow-project-pytest-")
+        _STACK["basetemp"] = config.option.basetemp
     config.addinivalue_line("markers", "make_test: needs `make test`'s environment (local servers or files "
                                        "outside the image); deselected, and counted aloud, by `astro dev pytest`")
     if importlib.util.find_spec("devstack") is None:
@@ -127,6 +134,12 @@ def _stop():
 
 def pytest_unconfigure(config):
     _stop()
+    if _STACK.get("basetemp") and getattr(config, "_session_passed", False):
+        shutil.rmtree(_STACK["basetemp"], ignore_errors=True)  # a failed session keeps it for its logs
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config._session_passed = exitstatus == 0
 
 
 @dataclass
@@ -273,7 +286,7 @@ MODULE_SECONDS = {
     "test_celery.py": 480, "test_nyc_taxi.py": 250, "test_supervision.py": 250, "test_faults.py": 210,
     "test_strava_pipeline.py": 160, "test_taxi_daily_weather.py": 160, "test_exchange_rate_dags.py": 110,
     "test_scheduler_backfill.py": 100, "test_weather_dags.py": 50, "test_parse_cost.py": 30, "test_make_dag.py": 20,
-    "test_s3_lockdown.py": 15,
+    "test_s3_lockdown.py": 15, "test_standin_tlc_parquet.py": 30, "test_tlc_publication.py": 15,
 }
 
 
