@@ -23,6 +23,7 @@ from include.nyc_taxi import (
     staged_table,
 )
 from include.quality import taxi_month_checks
+from include.tlc_publication import TlcMonthPublishedSensor
 
 # Last month to ingest (YYYY-MM): NYC_TAXI_END_MONTH, default the course's 2021-07.
 END_MONTH = os.environ.get("NYC_TAXI_END_MONTH", "2021-07")
@@ -46,6 +47,11 @@ END_MONTH = os.environ.get("NYC_TAXI_END_MONTH", "2021-07")
 One run per month, 2021-01 to `NYC_TAXI_END_MONTH` (default 2021-07), each on the 2nd of the next
 month at 06:00 UTC, with catch-up. A run loads the month before its logical date; **Trigger** with
 the `month` param (YYYY-MM) to load any month again.
+0. `wait_for_publication` (TLC's parquet source): the TLC publishes a month during the second month
+   after it; until then its URL answers 403. The task defers to a trigger that polls the file's
+   HEAD with backoff (10 min doubling to 6 h) in the triggerer - no worker slot is held - and
+   resumes once it answers 200; it fails at the month's deadline, 120 days after the month ends.
+   The frozen course mirror has nothing to wait for: the task passes at once;
 1. `download_month` streams the month's file from the `nyc_tlc` connection to
    `s3://nyc-tlc/raw/yellow_tripdata_<YYYY-MM>.csv.gz` - or `.parquet` when the connection's path
    template ends in `.parquet` (the TLC's own files, 2019-01 on, instead of the course's CSV
@@ -106,7 +112,13 @@ def nyc_taxi_ingestion():
         outlet_events[YELLOW_TAXI_TRIPS].extra = extra
         return extra
 
-    loaded = load(parquetize(download()))
+    wait_for_publication = TlcMonthPublishedSensor(
+        task_id="wait_for_publication",
+        doc_md="Deferred (in the triggerer, no worker slot) until the month's file answers its HEAD, up to "
+               "its deadline; see include/tlc_publication.py. Passes at once for the course mirror.")
+    downloaded = download()
+    wait_for_publication >> downloaded
+    loaded = load(parquetize(downloaded))
     check_columns, check_table = taxi_month_checks(load_task_id="load")
     loaded >> [check_columns, check_table] >> publish(loaded)
 

@@ -187,8 +187,8 @@ def test_trigger_with_the_month_param_loads_that_month_whatever_the_logical_date
     run = dag.test(logical_date=datetime.now(UTC), run_conf={"month": "2021-02"})
 
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert run.state == "success" and set(states) == {"download", "parquetize", "load", "check_columns",
-                                                      "check_table", "publish"}, states
+    assert run.state == "success" and set(states) == {"wait_for_publication", "download", "parquetize", "load",
+                                                      "check_columns", "check_table", "publish"}, states
     assert _month_count("2021-02") == ROWS
 
 

@@ -102,3 +102,57 @@ def test_a_month_past_its_deadline_fails_at_once_naming_url_and_deadline(standin
     with pytest.raises(AirflowFailException, match=r"2018-01 is still not published .*purple_tripdata_2018-01"
                                                    r"\.parquet answers HTTP 403\) after its deadline 2018-06-01"):
         TlcMonthPublishedSensor(task_id="wait").execute(_sensor_context("2018-01"))
+
+
+def test_a_run_of_an_unpublished_month_waits_deferred_and_loads_once_the_clock_publishes_it(
+        dagbag, standin, monkeypatch):
+    """nyc_taxi_ingestion on the TLC's parquet source, for a month the stand-in has not published:
+    wait_for_publication defers (dag.test runs its trigger in line), the trigger keeps polling the
+    HEAD while the stand-in answers 403, and once the clock passes publication the run loads the
+    month whole."""
+    import copy
+    import json
+    import threading
+
+    # The month before last: its deadline (the real clock's business) is months away, while the stand-in's
+    # clock decides whether it is out yet.
+    month = (datetime.now(UTC).replace(day=1) - timedelta(days=32)).strftime("%Y-%m")
+    path = PATH.format(month=month)
+    monkeypatch.setenv("AIRFLOW_CONN_NYC_TLC", json.dumps({
+        "conn_type": "http", "host": standin.standin_url, "extra": {"path": PATH}}))
+    published = publication_time(month)
+    _clock(standin, published - timedelta(hours=2))
+    standin.forget_requests()
+    dag = copy.deepcopy(dagbag.get_dag("nyc_taxi_ingestion"))
+    for task in dag.tasks:
+        task.retries = 0
+    sensor = dag.get_task("wait_for_publication")
+    sensor.first_poll_s, sensor.max_poll_s = 0.2, 0.5
+    heads_while_unpublished, done = [], threading.Event()
+
+    def publish_after_a_few_polls():
+        while not done.wait(0.1):
+            heads = [r for r in standin.requests_seen() if r["path"] == path and r["method"] == "HEAD"]
+            if len(heads) >= 3:
+                heads_while_unpublished.append(len(heads))
+                _clock(standin, published + timedelta(minutes=5))
+                return
+
+    publisher = threading.Thread(target=publish_after_a_few_polls, daemon=True)
+    publisher.start()
+    try:
+        run = dag.test(logical_date=datetime.now(UTC), run_conf={"month": month})
+    finally:
+        done.set()
+        publisher.join(timeout=5)
+
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "success", states
+    assert heads_while_unpublished and heads_while_unpublished[0] >= 3  # it waited, polling, before loading
+    gets = [r for r in standin.requests_seen() if r["path"] == path and r["method"] == "GET"]
+    assert gets, "the file was never downloaded"
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    rows = PostgresHook(postgres_conn_id="warehouse_db").get_first(
+        "SELECT count(*) FROM yellow_taxi_trips WHERE data_month = %s", [f"{month}-01"])[0]
+    assert rows > 2000  # the month's trips plus its pickups outside the month, as the file holds them
