@@ -86,11 +86,21 @@ def local_connections(settings: Settings, *, postgres_port: int, redis_port: int
 
 def point_apis_at(conns: dict[str, dict], standin_url: str) -> dict[str, dict]:
     """Every third-party API connection (type http) re-pointed at the stand-ins; path templates in
-    extras (nyc_tlc) stay, the stand-ins serve the same paths."""
+    extras (nyc_tlc) stay, the stand-ins serve the same paths. APIs that share their paths with
+    another one on a host of their own (Open-Meteo's previous-runs and live forecast APIs both serve
+    `/v1/forecast`, as the historical-forecast API does) get the stand-in's address with a path prefix
+    in `host` (devstack/standins/open_meteo.py CONNECTION_PATHS; include/http_api.base_url_from_connection
+    takes a host that holds a whole URL as the base URL)."""
+    from devstack.standins.open_meteo import CONNECTION_PATHS  # noqa: PLC0415
+
     scheme, _, hostport = standin_url.partition("://")
     host, _, port = hostport.partition(":")
-    for conn in conns.values():
-        if conn["conn_type"] == "http":
+    for conn_id, conn in conns.items():
+        if conn["conn_type"] != "http":
+            continue
+        if conn_id in CONNECTION_PATHS:
+            conn.update(host=f"{standin_url.rstrip('/')}{CONNECTION_PATHS[conn_id]}", port=None, schema=scheme)
+        else:
             conn.update(host=host, port=int(port), schema=scheme)
     return conns
 

@@ -148,9 +148,16 @@ def test_env_offline_points_every_api_at_the_standins_and_keeps_env():
     assert base.items() <= lines.items()  # `--env .env.offline` replaces .env, so it carries .env along
     api_ids = {conn_id for conn_id, conn in _conns().items() if conn["conn_type"] == "http"}
     assert {key for key in lines if key.startswith("AIRFLOW_CONN_")} == {f"AIRFLOW_CONN_{i.upper()}" for i in api_ids}
+    from types import SimpleNamespace
+
+    from devstack.standins.open_meteo import CONNECTION_PATHS
+    from include.http_api import base_url_from_connection
+
     for conn_id in api_ids:
         conn = yaml.safe_load(lines[f"AIRFLOW_CONN_{conn_id.upper()}"])
-        assert (conn["schema"], conn["host"], conn["port"]) == ("http", "api-standins", 8765), conn_id
+        # APIs sharing their paths with another (Open-Meteo's three /v1/forecast hosts) get a path prefix.
+        url = base_url_from_connection(SimpleNamespace(conn_id=conn_id, **{"port": None, **conn}))
+        assert url == f"http://api-standins:8765{CONNECTION_PATHS.get(conn_id, '')}", conn_id
     assert OFFLINE_VALUES.items() <= lines.items()
     assert lines["OAUTH_PLAIN_HTTP_HOSTS"] == "api-standins"
 
