@@ -636,6 +636,11 @@ def run_forever(offline: bool) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)
     mode = ", OFFLINE: APIs answered by stand-ins" if offline else ""
+    if offline:  # issue #21: TLC months at 1/50 of their real size (STANDIN_TLC_SCALE=1 for the real counts)
+        from devstack.standins import tlc  # noqa: PLC0415 - only the offline stack needs it
+
+        os.environ.setdefault(tlc.SCALE_ENV, str(tlc.OFFLINE_SCALE))
+        mode += f", TLC months scaled to {float(os.environ[tlc.SCALE_ENV]):g} of their real size"
     if cfg.executor == "celery":
         mode += f", CeleryExecutor with {cfg.workers} worker(s)"
     print(f"Starting the local stack (state in {cfg.state_dir}{mode})", flush=True)

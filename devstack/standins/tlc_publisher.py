@@ -4,7 +4,7 @@
 The same synthetic city as the course mirror's CSV stand-in (tlc.py): a month's trips are drawn from
 tlc.py's row model with the same seed and the same draws, so for a month both serve (2019-01 to 2021-07)
 and the same `tlc_rows_per_month`, every CSV trip is in the parquet file with the same times, zones and
-amounts - the TLC re-released its whole history as parquet in May 2022 (toddwschneider/nyc-taxi-data
+amounts, and the same number on each day of the demand model (tlc.day_counts) - the TLC re-released its whole history as parquet in May 2022 (toddwschneider/nyc-taxi-data
 README and PR #54; 2021-01 has 1,369,765 trips in the course's CSV, 1,369,769 in the parquet file:
 lykmapipo/NYC-TLC-Trip-Data, data/trips-metadata/yellow_tripmetadata_2021.csv). On top of them each file
 has what the publisher's files have:
@@ -128,8 +128,17 @@ MULTIPART_BYTES = 8 << 20  # the AWS CLI's default multipart threshold and part 
 FILE_FAULTS = ("parquet_unknown_column", "parquet_missing_column", "parquet_wrong_type",
                "parquet_fractional_passenger_count")
 _FILE_RE = re.compile(r"^/trip-data/yellow_tripdata_(\d{4})-(\d{2})\.parquet$")
-# Rows of the real files (lykmapipo/NYC-TLC-Trip-Data, data/trips-metadata/yellow_tripmetadata_*.csv; 2025-09 and
-# 2026-01 from public code printing them); other months: DEFAULT_ROWS. tlc_rows_per_month caps them.
+# Rows of the real files, 2019-01 .. 2026-10 (every month the stand-in can publish up to the tests' clocks):
+# - 2019-01 .. 2024-05: lykmapipo/NYC-TLC-Trip-Data, data/trips-metadata/yellow_tripmetadata_*.csv (file_num_rows);
+# - 2024-06, 2024-10 .. 2025-11: a public project's table of rows loaded per file (code-search text, its repository
+#   not named; its 2024-05 line repeats 2025-05's count, so 2024-05 stays lykmapipo's); 2024-06 also equals the
+#   DataTalksClub zoomcamp 2025 homework 3 answer (2024-01..06: 20,332,093) minus lykmapipo's 2024-01..05;
+#   2025-09 and 2026-01 also from public code printing them;
+# - 2025-12: the 2025 total read from the files' parquet metadata in public code (48,722,602) minus 2025-01..11.
+# ESTIMATED (not found as single counts; in ESTIMATED_ROWS): 2024-07..09 share the 2024 total (41,169,720, same
+# sources) minus its known months in proportion to 2025-07..09; 2026-02..08 share the 2026-01..08 total
+# (29,703,355) minus 2026-01 in proportion to 2025-02..08; 2026-09/10 are 2025-09/10 x (2026-01..08 total /
+# 2025-01..08 total = 0.9413). Other months: DEFAULT_ROWS. tlc_scale scales, tlc_rows_per_month caps them.
 REAL_ROWS = {
     "2019-01": 7_696_617, "2019-02": 7_049_370, "2019-03": 7_866_620, "2019-04": 7_475_949, "2019-05": 7_598_445,
     "2019-06": 6_971_560, "2019-07": 6_310_419, "2019-08": 6_073_357, "2019-09": 6_567_788, "2019-10": 7_213_891,
@@ -144,8 +153,14 @@ REAL_ROWS = {
     "2023-02": 2_913_955, "2023-03": 3_403_766, "2023-04": 3_288_250, "2023-05": 3_513_649, "2023-06": 3_307_234,
     "2023-07": 2_907_108, "2023-08": 2_824_209, "2023-09": 2_846_722, "2023-10": 3_522_285, "2023-11": 3_339_715,
     "2023-12": 3_376_567, "2024-01": 2_964_624, "2024-02": 3_007_526, "2024-03": 3_582_628, "2024-04": 3_514_289,
-    "2024-05": 3_723_833, "2025-09": 4_251_015, "2026-01": 3_724_889,
+    "2024-05": 3_723_833, "2024-06": 3_539_193, "2024-07": 3_222_218, "2024-08": 2_953_734, "2024-09": 3_513_164,
+    "2024-10": 3_833_771, "2024-11": 3_646_369, "2024-12": 3_668_371, "2025-01": 3_475_226, "2025-02": 3_577_543,
+    "2025-03": 4_145_257, "2025-04": 3_970_553, "2025-05": 4_591_845, "2025-06": 4_322_960, "2025-07": 3_898_963,
+    "2025-08": 3_574_091, "2025-09": 4_251_015, "2025-10": 4_428_699, "2025-11": 4_181_444, "2025-12": 4_305_006,
+    "2026-01": 3_724_889, "2026-02": 3_309_653, "2026-03": 3_834_856, "2026-04": 3_673_234, "2026-05": 4_248_004,
+    "2026-06": 3_999_253, "2026-07": 3_607_005, "2026-08": 3_306_461, "2026-09": 4_001_383, "2026-10": 4_168_633,
 }
+ESTIMATED_ROWS = frozenset({"2024-07", "2024-08", "2024-09", *(f"2026-{m:02d}" for m in range(2, 11))})
 DEFAULT_ROWS = 3_500_000
 # Taxi zones of the Congestion Relief Zone, Manhattan south of 60th Street: the 38 zones toddwschneider/nyc-taxi-data
 # files as `manhattan_below_60` (clickhouse/setup_files/taxi_zone_location_ids.csv), Alphabet City .. World Trade
@@ -216,9 +231,8 @@ def clock(config: dict) -> datetime:
     return _parse_time(config["tlc_now"]) if config.get("tlc_now") else datetime.now(UTC)
 
 
-def month_rows(month: str, cap: int | None) -> int:
-    rows = REAL_ROWS.get(month, DEFAULT_ROWS)
-    return min(rows, int(cap)) if cap else rows
+def month_rows(month: str, cap: int | None, scale: float | None = None) -> int:
+    return tlc.scaled_rows(REAL_ROWS.get(month, DEFAULT_ROWS), cap, scale)
 
 
 def outside_rows(rows: int) -> int:
@@ -341,7 +355,7 @@ class _Month:
             words = np.frombuffer(draw, dtype="<u4", count=n).astype(np.int64)
             jitter = np.frombuffer(draw, dtype=np.uint8, offset=4 * n).astype(np.int64) % 60
             index = np.arange(lo, hi, dtype=np.int64)
-            yield self._batch(span * index // rows + jitter, words & (tlc.SHAPES - 1), words >> 16,
+            yield self._batch(self._pickup_offsets(index) + jitter, words & (tlc.SHAPES - 1), words >> 16,
                               self._draw(self.extra_rng, n), index)
             mine = [j for j in range(outside) if owner[j] == c]
             if mine:
@@ -354,6 +368,16 @@ class _Month:
             places = np.array([rng.randrange(tlc.PLACES) for _ in range(late)], dtype=np.int64)
             index = np.arange(late, dtype=np.int64) + rows + outside + (k - 1) * late
             yield self._batch(pickups, shapes, places, self._draw(rng, late), index)
+
+    def _pickup_offsets(self, index):
+        """tlc.pickup_offsets for an array of row numbers: the same seconds, the same demand model per day."""
+        np = self.np
+        if not hasattr(self, "_starts"):
+            self._starts = np.array(tlc.day_starts(self.month, self.rows), dtype=np.int64)
+        starts = self._starts
+        day = np.searchsorted(starts, index, side="right") - 1
+        first, count = starts[day], starts[day + 1] - starts[day]
+        return day * tlc.DAY_SECONDS + (tlc.DAY_SECONDS - 60) * (index - first) // count
 
     def _draw(self, rng: random.Random, n: int):
         """Three 16-bit words a row: unknown row?, new vendor code?, and (ratecode 99? << 1 | the vendor of a
@@ -512,7 +536,7 @@ def handle(request):
     if now < published:
         return error(403)
     modified = revisions[-1] if revisions else published
-    rows = month_rows(month, config.get("tlc_rows_per_month"))
+    rows = month_rows(month, config.get("tlc_rows_per_month"), config.get("tlc_scale"))
     fault = request.fault if request.fault in FILE_FAULTS else None
     try:
         path, temporary = _file(request.state_dir, month, rows, len(revisions), fault)

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from devstack.standins import tlc_publisher
+from devstack.standins import tlc, tlc_publisher
 
 ROOT = Path(__file__).resolve().parents[2]
 PATH = "/trip-data/yellow_tripdata_{month}.parquet"
@@ -158,6 +158,39 @@ def test_the_parquet_trips_are_the_course_csv_trips(publisher):
         assert (row["PULocationID"], row["DOLocationID"]) == (int(line["PULocationID"]), int(line["DOLocationID"]))
         assert (row["fare_amount"], row["total_amount"]) == (float(line["fare_amount"]), float(line["total_amount"]))
         assert (row["payment_type"] == 0) == (line["VendorID"] == "")
+
+
+def test_both_sources_put_the_same_trips_on_each_day_of_the_demand_model(publisher):
+    """The per-day counts of the demand model (tlc.day_counts: weekday, holiday, weather, trend, noise) in the
+    parquet file and in the course CSV, for the same rows; the month's total is its row count."""
+    publisher.configure(tlc_rows_per_month=20_000, tlc_last_published="2021-12")
+    month = "2021-11"  # Veterans Day (Thu 11th), Thanksgiving (Thu 25th)
+    pickups = [p for p in _table(publisher, month).column("tpep_pickup_datetime").to_pylist() if _in_month(p, month)]
+    status, body, _ = _get(publisher, month, path=CSV_PATH)
+    assert status == 200
+    csv_pickups = [line["tpep_pickup_datetime"][:10] for line in csv.DictReader(io.StringIO(gzip.decompress(body)
+                                                                                               .decode()))]
+    parquet_days, csv_days = Counter(p.strftime("%Y-%m-%d") for p in pickups), Counter(csv_pickups)
+    model = [day["day"].isoformat() for day in tlc.demand(month)]
+    assert [parquet_days[d] for d in model] == [csv_days[d] for d in model] == list(tlc.day_counts(month, 20_000))
+    assert sum(parquet_days.values()) == 20_000
+    assert parquet_days["2021-11-25"] < 0.8 * min(parquet_days[d] for d in ("2021-11-04", "2021-11-18"))
+
+
+def test_real_row_counts_cover_2019_01_to_2026_10_and_scale_with_tlc_scale(publisher):
+    months = [f"{y}-{m:02d}" for y in range(2019, 2027) for m in range(1, 13)][:94]
+    assert sorted(tlc_publisher.REAL_ROWS) == months
+    assert tlc_publisher.ESTIMATED_ROWS.issubset(months)
+    assert tlc_publisher.REAL_ROWS["2025-09"] == 4_251_015
+    assert sum(tlc_publisher.REAL_ROWS[f"2024-{m:02d}"] for m in range(1, 13)) == 41_169_720
+    assert sum(tlc_publisher.REAL_ROWS[f"2025-{m:02d}"] for m in range(1, 13)) == 48_722_602
+    assert sum(tlc_publisher.REAL_ROWS[f"2026-{m:02d}"] for m in range(1, 9)) == 29_703_355
+    assert tlc_publisher.month_rows("2025-09", None, 0.02) == 85_020
+
+    publisher.configure(tlc_rows_per_month=None, tlc_scale=0.0005)
+    table = _table(publisher, "2025-09")
+    rows = round(4_251_015 * 0.0005)
+    assert table.num_rows == rows + tlc_publisher.outside_rows(rows)
 
 
 # --- publication, HEAD, republishing ----------------------------------------------------------------------
