@@ -40,6 +40,9 @@ for dag_id, at, conf in batch:
 """
 
 
+MIRROR_PATH = "/DataTalksClub/nyc-tlc-data/releases/download/yellow/yellow_tripdata_{month}.csv.gz"
+
+
 class LiveStack:
     def __init__(self, tmp: Path, extra_env: dict[str, str] | None = None):
         s3 = free_s3_base_port()
@@ -58,6 +61,18 @@ class LiveStack:
             self.cfg = StackConfig.for_run(offline=True)
         self.output = tmp / "make-run.log"
         self.proc: subprocess.Popen | None = None
+
+    def use_course_mirror(self, first_month: str, last_month: str) -> None:
+        """Before start(): nyc_taxi_ingestion reads the course's CSV.gz mirror (the `nyc_tlc` path template
+        switched back to it, as a user would) and catches up first_month..last_month."""
+        import json  # noqa: PLC0415
+
+        from devstack.settings import connection_env  # noqa: PLC0415
+
+        conn = json.loads(connection_env("nyc_tlc", self.cfg.connections()["nyc_tlc"])[1])
+        conn["extra"] = {**conn.get("extra", {}), "path": MIRROR_PATH}
+        self.env |= {"AIRFLOW_CONN_NYC_TLC": json.dumps(conn), "NYC_TAXI_START_MONTH": first_month,
+                     "NYC_TAXI_END_MONTH": last_month}
 
     # -- the stack --------------------------------------------------------------------------------
     def start(self) -> None:

@@ -2,9 +2,9 @@
 checks of include/quality.py on it -> swapped in as the month's partition of yellow_taxi_trips. A
 month that fails a check never reaches the table: readers keep the month's previous data.
 
-Two sources, chosen by the `nyc_tlc` connection's path template: ending in `.csv.gz`, the course's
-CSV mirror (the default); ending in `.parquet`, the TLC's own monthly parquet files, whose schema
-eras include/tlc_eras.py conforms to the project's parquet schema.
+Two sources, chosen by the `nyc_tlc` connection's path template: ending in `.parquet`, the TLC's own
+monthly parquet files (the default), whose schema eras include/tlc_eras.py conforms to the project's
+parquet schema; ending in `.csv.gz`, the course's frozen CSV mirror (2019-01 to 2021-07).
 
 Every step streams in bounded pieces (HTTP chunks, CSV blocks, parquet row groups, COPY buffers), so
 memory stays flat whatever the month's size; steps hand over S3 keys only (tasks may run on
@@ -25,7 +25,12 @@ CONN_ID = "nyc_tlc"
 S3_CONN_ID = "aws_default"
 BUCKET = "nyc-tlc"
 TABLE = "yellow_taxi_trips"
-DEFAULT_PATH = "/DataTalksClub/nyc-tlc-data/releases/download/yellow/yellow_tripdata_{month}.csv.gz"
+LOADED_FILES_TABLE = "tlc_loaded_files"
+# The TLC's own monthly files (its CloudFront distribution), the shipped default; the course's CSV.gz
+# mirror (2019-01 to 2021-07, frozen) when the connection's path template says so.
+DEFAULT_PATH = "/trip-data/yellow_tripdata_{month}.parquet"
+MIRROR_PATH = "/DataTalksClub/nyc-tlc-data/releases/download/yellow/yellow_tripdata_{month}.csv.gz"
+MIRROR_MONTHS = ("2019-01", "2021-07")
 # What a path template's ending says the source is: the course mirror or the TLC's own files.
 CSV_GZ, PARQUET = "csv.gz", "parquet"
 BATCH_ROWS = 10_000  # rows encoded per COPY write (~2 MB)
@@ -55,7 +60,11 @@ class TaxiDownloadError(RuntimeError):
     """The download went wrong in transit (cut off, short, empty, not a whole gzip or parquet file): retried."""
 
 
-FIRST_MONTH = "2021-01"  # the course's first month
+# The first month of the default catch-up (NYC_TAXI_START_MONTH overrides it): congestion pricing began on
+# 2025-01-05 (the TLC's cbd_congestion_fee) - a break in Manhattan's taxi demand, so the history a demand
+# model learns from starts with it - and 2025-01 on is the TLC's current schema era (include/tlc_eras.py).
+# Open-Meteo's forecasts as issued (Previous Model Runs API) exist from 2024-01, before it.
+FIRST_MONTH = "2025-01"
 MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
 
 
@@ -64,29 +73,12 @@ def _next_month(month: str) -> str:
     return f"{year + mon // 12:04d}-{mon % 12 + 1:02d}"
 
 
-def monthly_timetable(first_month: str, last_month: str):
-    """One run per month first_month..last_month, each on the 2nd of the month after at 06:00 UTC
-    (when the month is complete), and no run after last_month.
+def monthly_timetable(first_month: str, last_month: str | None = None):
+    """One run per month from first_month (to last_month, or open-ended), each on the 2nd of the month
+    after at 06:00 UTC: include/timetables.py says why it is a timetable of our own."""
+    from include.timetables import MonthlyAfterMonthTimetable  # noqa: PLC0415
 
-    A list of events rather than a cron schedule with an `end_date`: Airflow creates no task
-    instance for a run whose logical date lies after a DAG's end_date, so pressing Trigger in the
-    UI (logical date: now) made a green run that did nothing. Without an end_date every manual run
-    has its tasks, and the `month` param says which month it loads.
-
-    Airflow core's EventsTimetable: the Task SDK's twin does not serialize in Airflow 3.3.2 (its
-    encoder drops `_summary`, which the core decoder requires).
-    """
-    from datetime import UTC, datetime  # noqa: PLC0415
-
-    from airflow.timetables.events import EventsTimetable  # noqa: PLC0415
-
-    events, month = [], first_month
-    while month <= last_month:
-        run_month = _next_month(month)
-        events.append(datetime(int(run_month[:4]), int(run_month[5:]), 2, 6, tzinfo=UTC))
-        month = run_month
-    return EventsTimetable(events, presorted=True,
-                           description=f"Monthly, the 2nd at 06:00 UTC: months {first_month} to {last_month}")
+    return MonthlyAfterMonthTimetable(first_month, last_month)
 
 
 def month_of_run(logical_date, month: str | None = None) -> str:
@@ -159,7 +151,14 @@ def download_url(month: str) -> str:
 
 def download_month(month: str, url: str | None = None, manual: bool = False) -> str:
     """Stream the month's file as is to S3 (nyc-tlc/raw/..., `.csv.gz` or `.parquet` as the URL ends)
-    and return its key. A month not published (404; the TLC's CloudFront also answers 403) skips a
+    and return its key; see download_month_with_source."""
+    return download_month_with_source(month, url, manual)["key"]
+
+
+def download_month_with_source(month: str, url: str | None = None, manual: bool = False) -> dict:
+    """Stream the month's file as is to S3 and return {"key", "source"}: source is the file's version
+    as the server answered it ({"url", "etag", "last_modified", "bytes"}; published with the month in
+    tlc_loaded_files). A month not published (404; the TLC's CloudFront also answers 403) skips a
     scheduled run - there is nothing to load yet - and fails a manual one, whose user asked for that
     month and must not get a green run that loaded nothing."""
     import requests  # noqa: PLC0415
@@ -179,7 +178,7 @@ def download_month(month: str, url: str | None = None, manual: bool = False) -> 
             requests.get(url, stream=True, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)) as resp:
         if resp.status_code in unpublished:
             if manual:
-                has = (f"the course mirror has {FIRST_MONTH} to 2021-07" if source == CSV_GZ else
+                has = (f"the course mirror has {MIRROR_MONTHS[0]} to {MIRROR_MONTHS[1]}" if source == CSV_GZ else
                        "the TLC publishes a month about two months after it ends")
                 raise AirflowFailException(
                     f"TLC has no file for {month} ({resp.status_code} at {url}): nothing to load. Trigger with the "
@@ -210,7 +209,19 @@ def download_month(month: str, url: str | None = None, manual: bool = False) -> 
             raise TaxiDownloadError(f"TLC download of {month} from {url} is incomplete: {failure}; {key} left as "
                                     "it was (retried)")
         upload_file(_filesystem(), local, BUCKET, raw_key(month, source))
-    return raw_key(month, source)
+        version = {"url": url, "etag": resp.headers.get("ETag"), "last_modified": _http_date(resp.headers),
+                   "bytes": received}
+    return {"key": raw_key(month, source), "source": version}
+
+
+def _http_date(headers) -> str | None:
+    """Last-Modified as ISO 8601 (UTC), or None when absent or unreadable."""
+    from email.utils import parsedate_to_datetime  # noqa: PLC0415
+
+    try:
+        return parsedate_to_datetime(headers["Last-Modified"]).isoformat()
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 class _GzipCheck:
@@ -452,14 +463,18 @@ def copy_parquet_into_staging(parquet, month: str, conn) -> int:
     return rows
 
 
-def swap_in_staged_month(month: str, conn) -> bool:
+def swap_in_staged_month(month: str, conn, source: dict | None = None) -> bool:
     """Replace the month's partition with its staged table (detach, drop, rename, attach) in one
     transaction: readers of the table see the old month until the commit, and only the swap itself,
     milliseconds long, takes the table's exclusive lock. A re-run replaces the month, never adds to it.
-    False when there is nothing staged: an earlier attempt of the same publish already swapped it in."""
-    from include.warehouse import transaction  # noqa: PLC0415
+    False when there is nothing staged: an earlier attempt of the same publish already swapped it in.
+    `source` (download_month_with_source's, plus "rows") is recorded in tlc_loaded_files in the same
+    transaction: the file version readers see."""
+    from include.warehouse import apply_ddl, read_sql, transaction  # noqa: PLC0415
 
     partition, staged = _partition(month), staged_table(month)
+    if source is not None:
+        apply_ddl(conn, LOADED_FILES_TABLE)
     with transaction(conn), conn.cursor() as cur:
         cur.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
         cur.execute("SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL", [staged, partition])
@@ -473,6 +488,10 @@ def swap_in_staged_month(month: str, conn) -> bool:
             cur.execute(f"DROP TABLE {partition}")
         cur.execute(f"ALTER TABLE {staged} RENAME TO {partition}")
         cur.execute(f"ALTER TABLE {TABLE} ATTACH PARTITION {partition} FOR VALUES IN ('{month}-01')")
+        if source is not None:
+            cur.execute(read_sql("tlc_loaded_files/record.sql"), {
+                "data_month": f"{month}-01", "url": source["url"], "etag": source.get("etag"),
+                "last_modified": source.get("last_modified"), "bytes": source["bytes"], "rows": source.get("rows")})
     return True
 
 
@@ -501,11 +520,12 @@ def stage_month(month: str, conn_id: str = "warehouse_db") -> int:
         parquet.close()
 
 
-def publish_month(month: str, conn_id: str = "warehouse_db") -> bool:
-    """Swap the month's staged table in (after its checks passed); see swap_in_staged_month."""
+def publish_month(month: str, conn_id: str = "warehouse_db", source: dict | None = None) -> bool:
+    """Swap the month's staged table in (after its checks passed) and record its file version;
+    see swap_in_staged_month."""
     conn = _warehouse_conn(conn_id)
     try:
-        return swap_in_staged_month(month, conn)
+        return swap_in_staged_month(month, conn, source)
     finally:
         conn.close()
 
@@ -519,6 +539,40 @@ def load_month(month: str, conn_id: str = "warehouse_db") -> int:
     finally:
         conn.close()
         parquet.close()
+
+
+def loaded_source(month: str, conn_id: str = "warehouse_db") -> dict | None:
+    """The file version the month's rows in yellow_taxi_trips came from (tlc_loaded_files), or None:
+    never loaded, or loaded before versions were recorded."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: PLC0415
+
+    hook = PostgresHook(postgres_conn_id=conn_id)
+    if not hook.get_first("SELECT to_regclass(%s) IS NOT NULL", [LOADED_FILES_TABLE])[0]:
+        return None
+    row = hook.get_first("SELECT url, etag, last_modified, bytes, rows FROM tlc_loaded_files WHERE data_month = %s",
+                         [f"{month}-01"])
+    if row is None:
+        return None
+    url, etag, modified, size, rows = row
+    return {"url": url, "etag": etag, "last_modified": modified.isoformat() if modified else None, "bytes": size,
+            "rows": rows}
+
+
+def republication(previous: dict | None, current: dict) -> dict | None:
+    """How the file changed since the version the warehouse holds: None when it did not (or when the
+    month was never loaded); else {"previous": ..., "current": ...} with ETag and Last-Modified. The
+    ETag decides (S3's content hash: a new file, whatever its date); Last-Modified only when a server
+    sends no ETag. A switch of source (mirror <-> publisher) is a new file too."""
+    if previous is None:
+        return None
+    keys = ("etag", "last_modified", "url")
+    if previous.get("url") == current.get("url"):
+        if previous.get("etag") and current.get("etag"):
+            if previous["etag"] == current["etag"]:
+                return None
+        elif previous.get("last_modified") == current.get("last_modified"):
+            return None
+    return {"previous": {k: previous.get(k) for k in keys}, "current": {k: current.get(k) for k in keys}}
 
 
 def parquet_row_count(month: str) -> int:

@@ -200,6 +200,10 @@ TLC_OUT_OF_BOUNDS = {
     "pickup_outside_month": "date_trunc('month', tpep_pickup_datetime)::date <> data_month",
 }
 TLC_MAX_OUT_OF_BOUNDS_SHARE = 0.05
+# The congestion relief zone toll (cbd_congestion_fee, $0.75 a yellow-taxi trip into, out of or within
+# Manhattan south of 60th St) began on 2025-01-05 (MTA; the TLC's data dictionary for 2025 and its
+# files: the column appears in 2025-01). Before that month no file has the column.
+CBD_FEE_FIRST_MONTH, CBD_FEE_START = "2025-01", "2025-01-05"
 # Taxi zones: 1-263 are NYC's zones, 264 "Unknown" and 265 "Outside of NYC" (taxi_zone_lookup.csv).
 TLC_ZONE_IDS = (1, 265)
 
@@ -225,6 +229,20 @@ def taxi_month_checks(load_task_id: str):
             "check_statement": f"COUNT({column}) = COUNT(*) AND MIN({column}) >= {low} AND MAX({column}) <= {high}",
             "figures": {"nulls": f"COUNT(*) - COUNT({column})", "min": f"MIN({column})", "max": f"MAX({column})"},
         }
+    # The fee's era: NULL before its first month; within it never charged before the start day; and a
+    # month of the fee's era from the TLC's files has trips that carry it (the zone is Manhattan's core).
+    before_era = f"data_month < DATE '{CBD_FEE_FIRST_MONTH}-01'"
+    charged = "cbd_congestion_fee <> 0"
+    checks["cbd_congestion_fee_matches_its_era"] = {
+        "check_statement": f"COUNT(cbd_congestion_fee) FILTER (WHERE {before_era}) = 0 "
+                           f"AND COUNT(*) FILTER (WHERE {charged} AND tpep_pickup_datetime < TIMESTAMP "
+                           f"'{CBD_FEE_START}') = 0 "
+                           f"AND (bool_and({before_era}) OR COUNT(*) FILTER (WHERE {charged}) > 0)",
+        "figures": {"fee_before_its_month": f"COUNT(cbd_congestion_fee) FILTER (WHERE {before_era})",
+                    "charged_before_start": f"COUNT(*) FILTER (WHERE {charged} AND tpep_pickup_datetime < "
+                                            f"TIMESTAMP '{CBD_FEE_START}')",
+                    "charged": f"COUNT(*) FILTER (WHERE {charged})"},
+    }
     for bound, predicate in TLC_OUT_OF_BOUNDS.items():
         checks[f"{bound}_out_of_bounds_share"] = {
             "check_statement": f"COUNT(*) FILTER (WHERE {predicate}) <= {TLC_MAX_OUT_OF_BOUNDS_SHARE} * COUNT(*)",

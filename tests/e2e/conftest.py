@@ -26,3 +26,17 @@ def fresh_dag(dag_id: str):
     bag = DagBag(dag_folder=str(ROOT / "dags" / f"{dag_id}.py"))
     assert not bag.import_errors, bag.import_errors
     return bag.get_dag(dag_id)
+
+
+MIRROR_PATH = "/DataTalksClub/nyc-tlc-data/releases/download/yellow/yellow_tripdata_{month}.csv.gz"
+
+
+def use_course_mirror(monkeypatch) -> None:
+    """The `nyc_tlc` connection as a user who switched back to the course's CSV.gz mirror has it: the
+    shipped default (the TLC's parquet files) with the one setting changed, its path template."""
+    import json
+    import os
+
+    conn = json.loads(os.environ["AIRFLOW_CONN_NYC_TLC"])
+    conn["extra"] = {**conn.get("extra", {}), "path": MIRROR_PATH}
+    monkeypatch.setenv("AIRFLOW_CONN_NYC_TLC", json.dumps(conn))

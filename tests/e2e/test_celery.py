@@ -8,7 +8,7 @@ XCom, dependencies). Every run is triggered through the stack's own scheduler wi
 date, so both stacks produce the same outputs. Not in it: backfilling_dataset_gathering - the same
 Open-Meteo -> S3 path as weather_data_s3 - because unpausing it (which a triggered run needs) starts
 its catch-up of every week since 2022, which would swamp the batch and make its outputs depend on
-timing. The NYC catch-up is cut to one month (NYC_TAXI_END_MONTH=2021-01) for the same reason.
+timing. The NYC catch-up (course mirror) is cut to one month, 2021-01, for the same reason.
 
 On Celery the workers are separate processes with their own address (hostname label), working and
 temp dirs: task instances must have run on both, check_dag's three tasks (which share a local file)
@@ -53,10 +53,10 @@ class BatchStack(LiveStack):
         super().__init__(tmp, {
             "DEVSTACK_EXECUTOR": executor, "DEVSTACK_WORKERS": "2",
             "AIRFLOW_VAR_CHECK_DAG_DIR": str(self.shared),
-            "NYC_TAXI_END_MONTH": "2021-01",  # unpausing the DAG catches up this one month besides MONTH
             # A SIGKILLed worker's task is noticed after this many seconds (300 by default) and retried.
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "40",
         })
+        self.use_course_mirror("2021-01", "2021-01")  # unpausing the DAG catches up this one month besides MONTH
 
     def run_batch(self, batch=BATCH) -> None:
         dag_ids = {dag_id for dag_id, _, _ in batch}

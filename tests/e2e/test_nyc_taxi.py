@@ -1,5 +1,6 @@
-"""NYC taxi end to end on small synthetic months: catch-up, idempotent re-runs, broken files,
-natural column types - real S3 and Postgres, the TLC stand-in."""
+"""NYC taxi end to end on small synthetic months of the course's CSV.gz mirror (the `nyc_tlc` path
+template switched back to it): catch-up, idempotent re-runs, broken files, natural column types -
+real S3 and Postgres, the TLC stand-in. The TLC's parquet files, the default: test_nyc_taxi_publisher.py."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ ROWS = 3000
 
 
 @pytest.fixture
-def tlc(standin):
+def tlc(standin, monkeypatch):
+    from tests.e2e.conftest import use_course_mirror
+
+    use_course_mirror(monkeypatch)
     standin.configure(tlc_rows_per_month=ROWS)
     return standin
 

@@ -37,11 +37,11 @@ pytestmark = pytest.mark.usefixtures("stack")  # a missing server install fails 
 class SupervisedStack(LiveStack):
     def __init__(self, tmp: Path):
         super().__init__(tmp, {
-            "NYC_TAXI_END_MONTH": LAST_MONTH,
             # A killed scheduler takes its task processes with it: Airflow notices their silence after
             # this many seconds (300 by default) and retries them.
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "40",
         })
+        self.use_course_mirror(MONTHS[0], LAST_MONTH)
 
     def slow_downloads(self) -> None:
         self.standin("config", {"tlc_rows_per_month": ROWS_PER_MONTH})

@@ -27,7 +27,12 @@ NY = ZoneInfo("America/New_York")
 
 
 @pytest.fixture
-def tlc(standin):
+def tlc(standin, monkeypatch):
+    """Months of the course's CSV.gz mirror (every pickup inside its month); one test below loads a month
+    of the TLC's own parquet files, the default source."""
+    from tests.e2e.conftest import use_course_mirror
+
+    use_course_mirror(monkeypatch)
     standin.configure(tlc_rows_per_month=ROWS, tlc_last_published="2021-12")
     return standin
 
@@ -215,6 +220,26 @@ def test_a_run_builds_every_month_its_events_name_per_new_york_day(dagbag, tlc, 
         for m, d in (("2021-03", march), ("2021-11", november))]
 
 
+def test_a_month_of_the_tlcs_parquet_files_builds_its_days(dagbag, standin, stack, monkeypatch):
+    """The shipped source, the TLC's own files (2025-era schema, out-of-month pickups, both fees):
+    the month's days are built as from the mirror - only pickups inside the month count."""
+    standin.configure(tlc_rows_per_month=ROWS, tlc_now="2026-12-01T00:00:00+00:00")
+    month = "2025-04"
+    _load(month)
+    assert stack.list_keys("nyc-tlc", f"raw/yellow_tripdata_{month}.parquet")
+    total, outside = _pg().get_first(
+        "SELECT count(*), count(*) FILTER (WHERE date_trunc('month', tpep_pickup_datetime) <> '2025-04-01') "
+        "FROM yellow_taxi_trips WHERE data_month = '2025-04-01'")
+    assert outside > 0, "the publisher's months hold pickups of other months"
+
+    run, tis = _run_with_events(_dag(dagbag), monkeypatch, {"month": month, "rows": ROWS})
+
+    assert run.state == "success", {key: ti.state for key, ti in tis.items()}
+    days = _assert_month_matches(stack, month)
+    assert len(days) == 30
+    assert sum(row["trips"] for row in days.values()) == total - outside
+
+
 def test_a_reload_replaces_the_months_rows(dagbag, tlc, stack, monkeypatch):
     """Re-running for a month replaces its days - no duplicates, a day without trips any more gone,
     other months untouched - and renders the same chart again."""
@@ -341,6 +366,14 @@ def _wait(predicate, timeout: float, what: str, describe=lambda: ""):
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; state: {describe()}")
 
 
+def _mirror_connection() -> str:
+    """The `nyc_tlc` connection switched back to the course's CSV.gz mirror (tests/e2e/conftest.py)."""
+    from tests.e2e.conftest import MIRROR_PATH
+
+    conn = json.loads(os.environ["AIRFLOW_CONN_NYC_TLC"])
+    return json.dumps({**conn, "extra": {**conn.get("extra", {}), "path": MIRROR_PATH}})
+
+
 @pytest.fixture(scope="module")
 def airflow_components(stack):
     """Airflow's api-server, scheduler, dag-processor and triggerer on the test stack. No scheduled
@@ -349,7 +382,8 @@ def airflow_components(stack):
 
     started = []
     try:
-        for component in airflow_components(stack.cfg, {**os.environ, "NYC_TAXI_END_MONTH": "2020-12"}):
+        env = {**os.environ, "NYC_TAXI_END_MONTH": "2020-12", "AIRFLOW_CONN_NYC_TLC": _mirror_connection()}
+        for component in airflow_components(stack.cfg, env):
             component.start()
             started.append(component)
         yield started

@@ -9,6 +9,7 @@ run in `make lint`."""
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from functools import cache
 from urllib.parse import urlsplit
@@ -109,8 +110,8 @@ def test_airflow_waits_for_the_pipeline_services():
     assert "healthcheck" in _services()["warehouse-db"] and "healthcheck" in _services()["redis"]
 
 
-# Third-party packages a stand-in may import inside a function, for one path that needs them: the server
-# still starts on a bare image, where that path answers 500 (the TLC publisher's parquet files need pyarrow).
+# Third-party packages a stand-in may import inside a function, for one path that needs them (the TLC
+# publisher's parquet files): api-standins' image installs them, at the versions the venv has.
 OPTIONAL_STANDIN_IMPORTS = {"tlc_publisher.py": {"pyarrow", "numpy"}}
 
 
@@ -119,7 +120,12 @@ def test_the_standins_need_nothing_but_the_standard_library():
     ones above, inside functions)."""
     allowed = set(sys.stdlib_module_names) | {"devstack"}
     service = _services()["api-standins"]
-    assert service["image"].startswith("python:3.12")
+    dockerfile = service["build"]["dockerfile_inline"].splitlines()
+    assert dockerfile[0] == "FROM python:3.12-slim"
+    lock = (ROOT / "requirements-dev.lock").read_text()
+    for package in sorted(set().union(*OPTIONAL_STANDIN_IMPORTS.values())):
+        pin = re.search(rf"^{package}==(\S+)(?: ; python_full_version >= '3.12')?$", lock, re.MULTILINE).group(1)
+        assert f"{package}=={pin}" in dockerfile[1], f"api-standins must install {package}=={pin}, as the venv has"
     assert service["command"][:3] == ["python", "-m", "devstack.standins"]
     for path in [ROOT / "devstack/__init__.py", *sorted((ROOT / "devstack/standins").glob("*.py"))]:
         tree = ast.parse(path.read_text())
