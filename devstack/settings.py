@@ -23,7 +23,7 @@ WAREHOUSE_CONN_ID = "warehouse_db"
 AWS_CONN_ID = "aws_default"
 REDIS_CONN_ID = "redis_default"
 # Buckets of the contract, created when the S3 server starts.
-BUCKETS = ("airflow-xcom", "weather-data", "market-data", "lifedata", "nyc-tlc")
+BUCKETS = ("airflow-xcom", "weather-data", "market-data", "lifedata", "nyc-tlc", "models")
 
 
 @dataclass
