@@ -15,6 +15,7 @@ Cheap to import (DAG parsing): the operator's and trigger's modules only; HTTP h
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -26,7 +27,9 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 # The TLC publishes a month during the second month after it; a file still missing four months after
 # the month ended is not late, it is not coming (or the URL is wrong): fail and say so.
 PUBLICATION_DEADLINE = timedelta(days=120)
-FIRST_POLL = timedelta(minutes=10)
+# The first look again after 10 min; NYC_TAXI_PUBLICATION_FIRST_POLL_SECONDS (read when the DAG is parsed)
+# shortens it for tests and demos.
+FIRST_POLL = timedelta(seconds=float(os.environ.get("NYC_TAXI_PUBLICATION_FIRST_POLL_SECONDS") or 600))
 MAX_POLL = timedelta(hours=6)
 HEAD_TIMEOUT_S = 30
 
@@ -135,3 +138,37 @@ class TlcMonthPublishedSensor(BaseOperator):
         if not event or event.get("status") != "published":
             raise AirflowFailException(f"TLC publication wait for {month} ended without the file: {event!r}")
         return {"month": month, **{key: event.get(key) for key in ("url", "etag", "last_modified", "length", "polls")}}
+
+
+def republished_months(conn_id: str = "warehouse_db") -> list[dict]:
+    """Months of yellow_taxi_trips whose file now answers another version than the one loaded
+    (tlc_loaded_files): the TLC republished them with corrections. One HEAD per loaded month of the
+    source the `nyc_tlc` connection names now (months loaded from another URL - the other source - are
+    not compared: a switch of source is not a republication). [{"month", "loaded", "now"}], oldest first."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: PLC0415
+
+    from include.nyc_taxi import LOADED_FILES_TABLE, download_url, republication  # noqa: PLC0415
+
+    hook = PostgresHook(postgres_conn_id=conn_id)
+    if not hook.get_first("SELECT to_regclass(%s) IS NOT NULL", [LOADED_FILES_TABLE])[0]:
+        return []
+    changed = []
+    for data_month, url, etag, modified in hook.get_records(
+            "SELECT data_month, url, etag, last_modified FROM tlc_loaded_files ORDER BY data_month"):
+        month = f"{data_month:%Y-%m}"
+        if url != download_url(month):
+            continue
+        status, headers, error = head(url)
+        if status != 200:  # withdrawn or unreachable: nothing to reload; say so
+            import logging  # noqa: PLC0415
+
+            logging.getLogger(__name__).warning("HEAD %s: %s - %s not compared", url, error or f"HTTP {status}", month)
+            continue
+        from include.nyc_taxi import _http_date  # noqa: PLC0415
+
+        version = file_version(headers)
+        now = {"url": url, "etag": version["etag"], "last_modified": _http_date(headers)}
+        loaded = {"url": url, "etag": etag, "last_modified": modified.isoformat() if modified else None}
+        if republication(loaded, now) is not None:
+            changed.append({"month": month, "loaded": loaded, "now": now})
+    return changed

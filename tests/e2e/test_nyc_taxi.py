@@ -537,12 +537,17 @@ def test_a_month_emits_its_raw_parquet_and_table_events_with_their_extra(dagbag,
     assert states["check_columns"] == states["check_table"] == states["publish"] == "success"
     interval = {"data_interval_start": run.data_interval_start.isoformat(),
                 "data_interval_end": run.data_interval_end.isoformat()}
-    assert _events(run) == {
-        "nyc_tlc.raw": [{"month": "2021-06", "key": "raw/yellow_tripdata_2021-06.csv.gz"}],
+    events = _events(run)
+    source = events["warehouse.yellow_taxi_trips"][0]["source"]
+    assert source["url"].endswith("/yellow/yellow_tripdata_2021-06.csv.gz")
+    assert events == {
+        "nyc_tlc.raw": [{"month": "2021-06", "key": "raw/yellow_tripdata_2021-06.csv.gz", "etag": source["etag"],
+                         "republished": False}],
         "nyc_tlc.parquet": [{"month": "2021-06", "key": "parquet/yellow_tripdata_2021-06.parquet", "rows": ROWS}],
         "warehouse.yellow_taxi_trips": [{
             "month": "2021-06", "rows": ROWS, "parquet_key": "parquet/yellow_tripdata_2021-06.parquet",
-            "out_of_bounds": {"fare": 0, "distance": 0, "duration": 0, "pickup_outside_month": 0}, **interval}],
+            "out_of_bounds": {"fare": 0, "distance": 0, "duration": 0, "pickup_outside_month": 0},
+            "source": source, "republished": None, **interval}],
     }
 
 
@@ -624,5 +629,5 @@ def test_a_load_that_loses_rows_fails_the_row_count_check(dagbag, tlc, capfd, mo
     assert states["load"] == "success" and states["check_table"] == "failed" and states["publish"] == "upstream_failed"
     assert f"rows_match_parquet: rows={ROWS - 1}; must hold: COUNT(*) = {ROWS}" in capfd.readouterr().out
     assert "warehouse.yellow_taxi_trips" not in _events(run)
-    monkeypatch.undo()
+    monkeypatch.setattr(pg_binary, "encode_batch", encode)
     _never_reached_the_table_then_fixed(tlc, dagbag, "2021-05", before)
