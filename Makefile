@@ -69,8 +69,8 @@ strava-token: install  ## first Strava token into Redis: CODE=<authorization cod
 bench-executors: install  ## the same batch of runs on LocalExecutor, Celery x1 and Celery x2: wall times and ratios
 	$(PY) -m devstack.bench_executors
 
-bench: install  ## NYC taxi load benchmark against raw COPY and pandas to_sql (ROWS=2000000)
-	$(PY) -m devstack.bench_nyc_taxi --rows $(or $(ROWS),2000000)
+bench: install  ## NYC taxi load benchmark on the TLC publisher's parquet month vs raw COPY, pgpq, ADBC [MONTH=2025-09 ROWS=4251015]; SOURCE=csv: the course mirror's CSV (ROWS=2000000)
+	$(PY) -m devstack.bench_nyc_taxi --source $(or $(SOURCE),parquet) $(if $(MONTH),--month $(MONTH)) $(if $(ROWS),--rows $(ROWS))
 
 lint:  install ## ruff (AIR rules), hadolint on the Dockerfile, compose + GitHub workflow schemas - all offline
 	$(VENV)/bin/ruff check .
