@@ -62,9 +62,13 @@ TLC_RAW_CSV = _objects("nyc_tlc.raw", "nyc-tlc", "raw/")
 TLC_PARQUET = _objects("nyc_tlc.parquet", "nyc-tlc", "parquet/")
 TAXI_WEATHER_REPORTS = _objects("weather_data.reports.taxi_daily_weather", "weather-data",
                                 "reports/taxi_daily_weather/")
+TAXI_DEMAND_MODEL = _objects("models.nyc_taxi_demand", "models", "nyc_taxi_demand/")
+TAXI_DEMAND_REPORTS = _objects("weather_data.reports.nyc_taxi_demand", "weather-data", "reports/nyc_taxi_demand/")
 
 # -- the warehouse (Postgres, warehouse_db) --------------------------------------------------------
 EXCHANGE_RATES = _table("exchange_rates")
 STRAVA_ACTIVITY = _table("strava_activity")
 YELLOW_TAXI_TRIPS = _table("yellow_taxi_trips")
 TAXI_DAILY_WEATHER = _table("taxi_daily_weather")
+TAXI_DEMAND_FORECAST = _table("taxi_demand_forecast")
+TAXI_DEMAND_FORECAST_ACCURACY = _table("taxi_demand_forecast_accuracy")

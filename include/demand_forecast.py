@@ -584,7 +584,8 @@ def store_accuracy(issued_on: date, model_version: str, metrics: dict, conn_id: 
         with transaction(conn), conn.cursor() as cur:
             cur.execute(read_sql(f"{ACCURACY_TABLE}/upsert.sql"),
                         {"issued_on": issued_on, "model_version": model_version, "days_scored": metrics["days_scored"],
-                         "mae": metrics["mae"], "mape": metrics["mape"], "baseline_mape": metrics["baseline_mape"]})
+                         "mae": metrics["mae"], "mape": metrics["mape"], "baseline_mape": metrics["baseline_mape"],
+                         "mape_observed_weather": metrics.get("mape_observed_weather")})
     finally:
         conn.close()
 

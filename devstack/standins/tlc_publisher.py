@@ -4,7 +4,8 @@
 The same synthetic city as the course mirror's CSV stand-in (tlc.py): a month's trips are drawn from
 tlc.py's row model with the same seed and the same draws, so for a month both serve (2019-01 to 2021-07)
 and the same `tlc_rows_per_month`, every CSV trip is in the parquet file with the same times, zones and
-amounts, and the same number on each day of the demand model (tlc.day_counts) - the TLC re-released its whole history as parquet in May 2022 (toddwschneider/nyc-taxi-data
+amounts, and the same number on each day of the demand model (tlc.day_counts) - the TLC re-released its
+whole history as parquet in May 2022 (toddwschneider/nyc-taxi-data
 README and PR #54; 2021-01 has 1,369,765 trips in the course's CSV, 1,369,769 in the parquet file:
 lykmapipo/NYC-TLC-Trip-Data, data/trips-metadata/yellow_tripmetadata_2021.csv). On top of them each file
 has what the publisher's files have:

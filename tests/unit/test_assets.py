@@ -30,7 +30,8 @@ def test_names_and_uris_are_unique_and_follow_the_identity_rule():
     assert len({a.name for a in declared}) == len({a.uri for a in declared}) == len(declared)
     for asset in declared:
         if asset.group == "lake":
-            assert asset.uri.startswith(("s3://weather-data/", "s3://market-data/", "s3://lifedata/", "s3://nyc-tlc/"))
+            assert asset.uri.startswith(("s3://weather-data/", "s3://market-data/", "s3://lifedata/", "s3://nyc-tlc/",
+                                         "s3://models/"))
         else:
             assert asset.group == "warehouse" and asset.uri.startswith("postgres://warehouse-db:5432/warehouse/public/")
             assert asset.name == "warehouse." + asset.uri.rsplit("/", 1)[1]
