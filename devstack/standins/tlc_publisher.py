@@ -233,7 +233,8 @@ def clock(config: dict) -> datetime:
 
 
 def month_rows(month: str, cap: int | None, scale: float | None = None) -> int:
-    return tlc.scaled_rows(REAL_ROWS.get(month, DEFAULT_ROWS), cap, scale)
+    """Full size: the month's real count; scaled: the synthetic demand model's (tlc.month_rows)."""
+    return tlc.month_rows(month, cap, scale, real=REAL_ROWS.get(month, DEFAULT_ROWS))
 
 
 def outside_rows(rows: int) -> int:

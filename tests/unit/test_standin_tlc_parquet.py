@@ -185,11 +185,12 @@ def test_real_row_counts_cover_2019_01_to_2026_10_and_scale_with_tlc_scale(publi
     assert sum(tlc_publisher.REAL_ROWS[f"2024-{m:02d}"] for m in range(1, 13)) == 41_169_720
     assert sum(tlc_publisher.REAL_ROWS[f"2025-{m:02d}"] for m in range(1, 13)) == 48_722_602
     assert sum(tlc_publisher.REAL_ROWS[f"2026-{m:02d}"] for m in range(1, 9)) == 29_703_355
-    assert tlc_publisher.month_rows("2025-09", None, 0.02) == 85_020
+    assert tlc_publisher.month_rows("2025-09", None, None) == 4_251_015
+    assert tlc_publisher.month_rows("2025-09", None, 0.02) == tlc.month_rows("2025-09", None, 0.02)
 
     publisher.configure(tlc_rows_per_month=None, tlc_scale=0.0005)
     table = _table(publisher, "2025-09")
-    rows = round(4_251_015 * 0.0005)
+    rows = tlc_publisher.month_rows("2025-09", None, 0.0005)
     assert table.num_rows == rows + tlc_publisher.outside_rows(rows)
 
 
