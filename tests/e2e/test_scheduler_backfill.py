@@ -1,6 +1,7 @@
 """The real scheduler path: Airflow's api-server, scheduler, dag-processor and triggerer run on the
-test stack (as `make run` runs them) and `airflow backfill create` fills January 2025 for
-backfilling_dataset_gathering. Checks the runs' data intervals and what landed in S3."""
+test stack (as `make run` runs them): `airflow backfill create` fills January 2025 for
+backfilling_dataset_gathering (the runs' data intervals and what landed in S3), and a TLC month not
+published yet waits deferred in the triggerer, then loads (nyc_taxi_ingestion on its default source)."""
 
 from __future__ import annotations
 
@@ -47,11 +48,14 @@ def airflow_components(stack):
 
     started = []
     try:
-        for component in airflow_components(stack.cfg, dict(os.environ)):
+        # No scheduled ingestion month (only the run a test triggers); the publication trigger looks every 2 s.
+        env = {**os.environ, "NYC_TAXI_END_MONTH": "2020-12", "NYC_TAXI_PUBLICATION_FIRST_POLL_SECONDS": "2"}
+        for component in airflow_components(stack.cfg, env):
             component.start()
             started.append(component)
         yield started
     finally:
+        _airflow_cli("dags", "pause", "nyc_taxi_ingestion")
         stop_all(started)
 
 
@@ -185,3 +189,51 @@ def test_make_dag_date_gives_the_interval_dag_test_gives(airflow_components, sta
     assert (start, end) == (expected.start, expected.end)
     assert end <= datetime(2025, 1, 20, tzinfo=UTC)  # not an interval around today
     assert conf == {"week_start": "2025-01-15"}
+
+
+def test_an_unpublished_month_waits_deferred_in_the_triggerer_then_loads(airflow_components, standin, stack):
+    """Last month (never published yet: the TLC takes about two months): the run's wait_for_publication is
+    `deferred` - no worker slot, its trigger polling in the triggerer - while download has not started;
+    once the stand-in's clock publishes the file, the trigger fires and the month loads."""
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from devstack.standins.tlc_publisher import publication_time
+    from include.tlc_publication import head
+
+    now = datetime.now(UTC)
+    month = f"{now.year - (now.month == 1):04d}-{(now.month - 2) % 12 + 1:02d}"
+    standin.configure(tlc_rows_per_month=2000, tlc_now=now.isoformat())
+    assert head(f"{standin.standin_url}/trip-data/yellow_tripdata_{month}.parquet")[0] == 403
+
+    def parsed() -> bool:  # by this stack's dag-processor, with no scheduled month
+        rows = _sql("SELECT timetable_description FROM dag WHERE dag_id = 'nyc_taxi_ingestion'")
+        return bool(rows) and "to 2020-12" in (rows[0][0] or "")
+
+    _wait(parsed, 120, "the dag-processor to parse nyc_taxi_ingestion")
+    assert _airflow_cli("dags", "unpause", "nyc_taxi_ingestion").returncode == 0
+    result = _airflow_cli("dags", "trigger", "nyc_taxi_ingestion", "--conf", json.dumps({"month": month}))
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_id = _wait(lambda: _sql("SELECT run_id FROM dag_run WHERE dag_id = 'nyc_taxi_ingestion' AND conf::text "
+                                "LIKE :m ORDER BY id DESC LIMIT 1", m=f'%"{month}"%'), 60, "the run")[0][0]
+
+    def states() -> dict:
+        return dict(_sql("SELECT task_id, state FROM task_instance WHERE dag_id = 'nyc_taxi_ingestion' "
+                         "AND run_id = :r", r=run_id))
+
+    _wait(lambda: states().get("wait_for_publication") == "deferred", 180, "wait_for_publication to defer", states)
+    triggers = _sql("SELECT t.classpath FROM trigger t JOIN task_instance ti ON ti.trigger_id = t.id "
+                    "WHERE ti.run_id = :r AND ti.task_id = 'wait_for_publication'", r=run_id)
+    assert triggers == [("include.tlc_publication.TlcFilePublishedTrigger",)]
+    assert states().get("download") in (None, "none"), states()
+
+    standin.configure(tlc_now=(publication_time(month) + timedelta(hours=1)).isoformat())
+
+    _wait(lambda: _sql("SELECT state FROM dag_run WHERE run_id = :r AND state IN ('success', 'failed')",
+                       r=run_id), 300, "the run to finish once the file is published", states)
+    assert states()["publish"] == "success", states()
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    rows = PostgresHook(postgres_conn_id="warehouse_db").get_first(
+        "SELECT count(*) FROM yellow_taxi_trips WHERE data_month = %s", [f"{month}-01"])[0]
+    assert rows >= 2000
