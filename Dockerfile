@@ -12,3 +12,9 @@ ENV AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_THRESHOLD=65536
 ENV AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_COMPRESSION=gzip
 # PythonVirtualenvOperator builds its venvs with uv (installed from requirements.txt).
 ENV AIRFLOW__STANDARD__VENV_INSTALL_METHOD=uv
+
+# The demand model's own interpreter (include/demand_forecast.run_model): numpy, scikit-learn and holidays
+# without pandas/pyarrow, so the training task stays within 300 MB (docs/demand-forecast.md#cost). Astro
+# runs a Dockerfile's RUN commands as the last build steps, after the project is copied in
+# (https://astronomer.io/docs/cli/v1.46/customize-dockerfile, "Run commands on build").
+RUN python -m venv .venv-model && .venv-model/bin/pip install --no-cache-dir -r requirements-model.txt

@@ -37,7 +37,15 @@ $(VENV)/.synced: requirements-dev.lock | $(UV)
 	$(UV) pip sync --compile-bytecode --python $(PY) requirements-dev.lock
 	@touch $@
 
-install: $(VENV)/.synced  ## create/update .venv from requirements-dev.lock (pinned, reproducible)
+# The demand model's interpreter (include/demand_forecast.run_model): numpy, scikit-learn, holidays and no
+# pandas, so training stays in its memory budget (docs/demand-forecast.md#cost). Same Python as .venv.
+MODEL_VENV := .venv-model
+$(MODEL_VENV)/.synced: requirements-model.txt | $(UV)
+	test -x $(MODEL_VENV)/bin/python || $(UV) venv --quiet --python "$$($(PY) -c 'import sys; print(sys._base_executable)')" $(MODEL_VENV)
+	$(UV) pip sync --quiet --compile-bytecode --python $(MODEL_VENV)/bin/python requirements-model.txt
+	@touch $@
+
+install: $(VENV)/.synced $(MODEL_VENV)/.synced  ## create/update .venv (requirements-dev.lock) and .venv-model (requirements-model.txt), pinned
 
 run: install  ## start the whole local stack (Airflow + Postgres, Redis, S3); OFFLINE=1 uses API stand-ins; EXECUTOR=celery [WORKERS=2]
 	DEVSTACK_EXECUTOR="$(EXECUTOR)" DEVSTACK_WORKERS="$(WORKERS)" $(PY) -m devstack run $(if $(filter 1 true yes,$(OFFLINE)),--offline)

@@ -1,40 +1,46 @@
-"""The model of the weekly NYC yellow-taxi demand forecast (nyc_taxi_demand_forecast): features,
-training, a seasonal-naive baseline, a rolling backtest that lives with the TLC's publication gap,
-the publication gate, scoring, and where models and forecasts are stored.
+"""Where the weekly NYC yellow-taxi demand forecast (nyc_taxi_demand_forecast) meets Airflow: the
+model process, the publication gate, the model card, scoring, and where models and forecasts are
+stored. The model itself (features, training, baseline, backtest) is include/demand_model.py.
 
-Each issue date `i` (a Saturday morning, New York) forecasts the trips of the 7 New York days
-i+1 .. i+7 (lead 1..7 days) from the weather as forecast at `i`.
-
-- Training data: the days of taxi_daily_weather strictly before `i` that exist at `i`. The TLC
-  publishes a month ~2 months late, so the newest actual is ~8 weeks old at issue time: the model
-  forecasts 8-10 weeks past its last actual, and its backtest reproduces that gap (`backtest`).
-- Training uses OBSERVED weather (taxi_daily_weather, the Open-Meteo archive); the forecast uses the
-  weather FORECAST at `i` (a DataFrame of the 7 days' features, fetched elsewhere). The backtest
-  uses observed weather for its forecast days too, so it is optimistic about weather; `score`,
-  once the actuals arrive, measures the real error with forecast weather.
-- Model: ridge regression (scikit-learn) on log(trips) - weekday one-hot, US/New York holidays
-  (the `holidays` package) and the days next to them, annual harmonics, a linear trend in years
-  since a FIXED origin, and the day's weather. Linear in log space: it extrapolates the trend
-  8+ weeks ahead, which a tree model cannot (a tree predicts at most the last level it saw).
-- Deterministic: inputs sorted by day, features depend on the day and its row only (the trend's
-  origin is fixed, never the window's start), a closed-form solver with no randomness, pickle
-  protocol 5 - the same inputs give byte-identical model bytes, model_version and forecasts.
-
-Heavy imports (pandas, numpy, scikit-learn, holidays) happen inside the functions only: DAG
-parsing imports this module cheaply. docs/demand-forecast.md explains the choices and numbers.
+The model runs in a process of its own (`run_model`), started with the interpreter of `.venv-model`
+(numpy, scikit-learn, holidays: requirements-model.txt) - not in the Airflow task process. Why: the
+task process already holds the Airflow SDK and the hooks (~135 MB); scikit-learn imports scipy.stats
+and, where pandas is installed (it is, in the Airflow image), pandas and pyarrow: in one process that
+is ~310 MB before any data, over the 300 MB a task may use. In its own environment without pandas
+the model process peaks at ~150 MB, the task's two processes together at ~285 MB
+(docs/demand-forecast.md#cost). It also keeps the model's library pins independent of Airflow's
+constraints, and the process gets no Airflow environment: no connection or secret reaches it.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
 import json
 import logging
 import math
-import pickle
-import platform
-from datetime import date, timedelta
+import os
+import resource
+import subprocess
+from datetime import date
+from pathlib import Path
 
 from airflow.sdk.exceptions import AirflowFailException
+
+from include import demand_model
+from include.demand_model import (  # noqa: F401 - the model's names, for the pipeline and tests
+    HORIZON_DAYS,
+    TRAINING_WINDOW_DAYS,
+    TREND_ORIGIN,
+    WEATHER_COLUMNS,
+    _day,
+    feature_names,
+    forecast_days,
+    mae,
+    mape,
+    seasonal_naive,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +51,6 @@ MODEL_BUCKET = "models"
 MODEL_PREFIX = "nyc_taxi_demand/"
 S3_CONN_ID = "aws_default"
 WAREHOUSE_CONN_ID = "warehouse_db"
-
-HORIZON_DAYS = 7  # the forecast covers issued_on + 1 .. issued_on + 7
-WEATHER_COLUMNS = ["temperature_min", "temperature_mean", "temperature_max", "precipitation"]
-# The trend counts years from this fixed day, never from the training window's start: a day's
-# features are the same whichever window it falls in.
-TREND_ORIGIN = date(2019, 1, 1)
-# Trained on the newest TRAINING_WINDOW_DAYS known days: two years separate the annual cycle from
-# the trend, and the level of 2020-2021 (COVID) leaves the window by 2023.
-TRAINING_WINDOW_DAYS = 730
-# A model needs a year of days: less cannot tell the annual cycle from the trend.
-MIN_TRAINING_DAYS = 365
-RIDGE_ALPHA = 1.0  # on standardised features; small: a light guard against collinear weather columns
-BACKTEST_ORIGINS = 8  # weekly origins of the rolling backtest
 
 # The gate (see `gate`). A candidate is published only when its backtest MAPE is
 # - at most BASELINE_MARGIN x the seasonal-naive baseline's MAPE on the same days: at least 5 % better
@@ -76,6 +69,17 @@ PREVIOUS_TOLERANCE = 0.02
 
 FORECAST_LOCK_CLASS = 731_121  # pg_advisory_xact_lock(class, YYYYMMDD of the issue): one writer per issue
 
+ROOT = Path(__file__).resolve().parents[1]
+# The model process's interpreter: DEMAND_MODEL_PYTHON, else the project's .venv-model (built by
+# `make install` locally and by the Dockerfile in the image, both from requirements-model.txt).
+MODEL_PYTHON_ENV = "DEMAND_MODEL_PYTHON"
+MODEL_PROCESS_TIMEOUT_S = 600
+# The model process's whole environment: nothing of Airflow's (connections, secrets) goes with it. One
+# BLAS/OpenMP thread: the same floating-point sums on any worker size (byte-identical models), and no
+# per-thread buffers.
+MODEL_PROCESS_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
+                     "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"}
+
 
 class ForecastGateFailed(AirflowFailException):
     """The candidate model's backtest error does not beat the baseline or the previous published
@@ -86,286 +90,93 @@ class NotEnoughHistory(AirflowFailException):
     """taxi_daily_weather holds too few days before the issue date to train or to backtest."""
 
 
-class LeakedFutureRow(ValueError):
-    """A training row on or after the issue date: the model would see the future it forecasts."""
+class ModelDataRefused(AirflowFailException):
+    """The model process refused its input (a row on or after the issue date, a malformed row):
+    a retry would see the same data."""
 
 
-# -- features ----------------------------------------------------------------------------------------
+# -- the model process -------------------------------------------------------------------------------
 
-def _frame(rows):
-    """rows (a DataFrame, or an iterable of mappings) as a DataFrame with `day` as datetime.date,
-    sorted by day."""
-    import pandas as pd  # noqa: PLC0415
-
-    frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
-    if "day" not in frame.columns:
-        raise ValueError(f"rows need a `day` column, got {list(frame.columns)}")
-    frame["day"] = [d if type(d) is date else pd.Timestamp(d).date() for d in frame["day"]]
-    if frame["day"].duplicated().any():
-        raise ValueError(f"duplicate days: {sorted(set(frame['day'][frame['day'].duplicated()]))[:5]}")
-    return frame.sort_values("day", kind="stable").reset_index(drop=True)
+def model_python() -> Path:
+    configured = os.environ.get(MODEL_PYTHON_ENV)
+    python = Path(configured) if configured else ROOT / ".venv-model" / "bin" / "python"
+    if not python.is_file():
+        raise AirflowFailException(
+            f"the demand model's interpreter {python} is missing: `make install` builds .venv-model locally and "
+            f"the Dockerfile builds it in the image (both from requirements-model.txt), or set {MODEL_PYTHON_ENV} "
+            "to a Python with those packages (docs/demand-forecast.md)")
+    return python
 
 
-def holiday_days(years) -> set[date]:
-    """Public holidays of the United States with New York's (subdiv="NY": Lincoln's Birthday,
-    Election Day, ...), including the weekdays they are observed on (the package's default,
-    observed=True) - python-holidays' docs, https://holidays.readthedocs.io/en/latest/#quick-start
-    and the US entity (holidays/countries/united_states.py)."""
-    import holidays  # noqa: PLC0415
-
-    return set(holidays.country_holidays("US", subdiv="NY", years=sorted(set(years))))
-
-
-def feature_names() -> list[str]:
-    return ([f"weekday_{n}" for n in range(7)]
-            + ["holiday", "holiday_eve", "holiday_after", "year_sin", "year_cos", "half_year_sin", "half_year_cos",
-               "trend_years"]
-            + WEATHER_COLUMNS + ["precipitation_log1p"])
-
-
-def features(days_frame):
-    """One row per day (sorted by day, indexed 0..n-1) with the columns of `feature_names()`:
-    weekday one-hot (Monday = 0), the holiday flag and the day before / after a holiday, two annual
-    harmonics (the season), years since TREND_ORIGIN, and the day's weather with log1p(precipitation)
-    (rain's effect saturates: 30 mm is not 30 x 1 mm). `days_frame` needs `day` and the weather
-    columns; a missing weather value fails."""
-    import numpy as np  # noqa: PLC0415
-    import pandas as pd  # noqa: PLC0415
-
-    frame = _frame(days_frame)
-    missing = [c for c in WEATHER_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"weather columns missing: {missing}")
-    weather = frame[WEATHER_COLUMNS].astype("float64")
-    if weather.isna().any().any():
-        bad = frame.loc[weather.isna().any(axis=1), "day"].tolist()
-        raise ValueError(f"days without complete weather: {bad[:5]}")
-    days = frame["day"].tolist()
-    holiday = holiday_days({d.year for d in days} | {days[0].year - 1, days[-1].year + 1}) if days else set()
-    one_day = timedelta(days=1)
-    out = pd.DataFrame(index=frame.index)
-    weekday = np.array([d.weekday() for d in days])
-    for n in range(7):
-        out[f"weekday_{n}"] = (weekday == n).astype("float64")
-    out["holiday"] = [float(d in holiday) for d in days]
-    out["holiday_eve"] = [float(d + one_day in holiday) for d in days]
-    out["holiday_after"] = [float(d - one_day in holiday) for d in days]
-    # Day of the year as an angle (365.25 days a turn): smooth across New Year, leap years included.
-    angle = np.array([(d - date(d.year, 1, 1)).days / 365.25 * 2 * math.pi for d in days])
-    out["year_sin"], out["year_cos"] = np.sin(angle), np.cos(angle)
-    out["half_year_sin"], out["half_year_cos"] = np.sin(2 * angle), np.cos(2 * angle)
-    out["trend_years"] = [(d - TREND_ORIGIN).days / 365.25 for d in days]
-    for column in WEATHER_COLUMNS:
-        out[column] = weather[column].to_numpy()
-    out["precipitation_log1p"] = np.log1p(weather["precipitation"].clip(lower=0).to_numpy())
-    out.insert(0, "day", days)
-    return out
+def run_model(operation: str, **request) -> dict:
+    """One request to a fresh model process (include/demand_model.handle): `train`, `forecast` or
+    `predict`. A refusal of the data fails the task without retry, naming the model's reason; a
+    crash (killed, out of memory, a library error) fails it with the process's last stderr lines,
+    and Airflow's retries try again."""
+    python = model_python()
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from include.demand_model import main; "
+            "sys.exit(main())")
+    payload = json.dumps(demand_model.jsonable({"op": operation, **request}))
+    try:
+        done = subprocess.run([str(python), "-I", "-c", code], input=payload, capture_output=True, text=True,
+                              env=MODEL_PROCESS_ENV, cwd=ROOT, timeout=MODEL_PROCESS_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired as error:
+        raise RuntimeError(f"the demand model process ({operation}) did not answer in "
+                           f"{MODEL_PROCESS_TIMEOUT_S} s") from error
+    if done.returncode == 3:
+        refusal = json.loads(done.stdout)
+        kind = NotEnoughHistory if refusal["error"] == "NotEnoughHistory" else ModelDataRefused
+        raise kind(f"the demand model refused the data ({refusal['error']}): {refusal['message']}")
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-8:])
+        raise RuntimeError(f"the demand model process ({operation}) failed with exit status {done.returncode} "
+                           f"({python}):\n{tail}")
+    answer = json.loads(done.stdout)
+    log.info("demand model process (%s): peak RSS %.0f MB; this task process so far %.0f MB", operation,
+             answer["peak_rss_mb"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return answer
 
 
-# -- training ----------------------------------------------------------------------------------------
-
-def known_history(rows, issued_on: date):
-    """The rows known at issue time: days strictly before `issued_on` (what history.sql selects),
-    sorted by day."""
-    frame = _frame(rows)
-    return frame[frame["day"] < issued_on].reset_index(drop=True)
+def holidays_payload(days) -> dict:
+    """The US/New York holidays of the years the features of `days` need, from a model process of their
+    own: {year: [ISO days]}, handed to the next model request (include/demand_model.GIVEN_HOLIDAYS)."""
+    return _holidays_of_years(tuple(demand_model.holiday_years(days)))
 
 
-def training_rows(rows, issued_on: date):
-    """The training rows, sorted by day - after checking that none is on or after `issued_on`
-    (defence in depth behind history.sql's WHERE day < issued_on: raises LeakedFutureRow)."""
-    frame = _frame(rows)
-    future = frame[frame["day"] >= issued_on]
-    if len(future):
-        raise LeakedFutureRow(f"{len(future)} training row(s) on or after the issue date {issued_on}: "
-                              f"{future['day'].head(5).tolist()} - a model must not see the days it forecasts")
-    if "trips" not in frame.columns or frame["trips"].isna().any() or (frame["trips"] <= 0).any():
-        raise ValueError("every training row needs trips > 0")
-    return frame
+@functools.cache
+def _holidays_of_years(years: tuple[int, ...]) -> dict:
+    # The same years, the same package version: the same days. Asked once per task process.
+    return run_model("holidays", years=list(years))["holidays"]
 
 
-def _window(frame, before: date):
-    """The days of `frame` strictly before `before` within TRAINING_WINDOW_DAYS of the newest of them
-    (the newest known day, not `before`: the publication gap does not shorten the window)."""
-    known = frame[frame["day"] < before]
-    if known.empty:
-        return known
-    start = known["day"].max() - timedelta(days=TRAINING_WINDOW_DAYS - 1)
-    return known[known["day"] >= start]
+def train_and_backtest(history: list[dict], issued_on: date) -> dict:
+    """The candidate of `issued_on` trained and backtested in the model process: {bytes, version,
+    config, months_seen, libraries, sha256, backtest, peak_rss_mb}."""
+    answer = run_model("train", issued_on=issued_on, history=history, spec=demand_model.MODEL_SPEC,
+                       holidays=holidays_payload([row["day"] for row in history]))
+    answer["bytes"] = base64.b64decode(answer.pop("model_b64"))
+    if hashlib.sha256(answer["bytes"]).hexdigest() != answer["sha256"]:
+        raise RuntimeError("the demand model process's model bytes do not match their sha256")
+    return answer
 
 
-def new_model():
-    from sklearn.linear_model import Ridge  # noqa: PLC0415
-    from sklearn.pipeline import Pipeline  # noqa: PLC0415
-    from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
-
-    # solver="cholesky": closed form, no random state, no iteration count to converge.
-    return Pipeline([("scale", StandardScaler()), ("ridge", Ridge(alpha=RIDGE_ALPHA, solver="cholesky"))])
-
-
-def fit(frame):
-    """The model fitted on `frame`'s rows (day, trips, weather), sorted by day. Features as a plain
-    float64 array (no column names inside the pickle), target log(trips)."""
-    import numpy as np  # noqa: PLC0415
-
-    frame = _frame(frame)
-    if len(frame) < MIN_TRAINING_DAYS:
-        raise NotEnoughHistory(f"{len(frame)} days to train on ({frame['day'].min()}..{frame['day'].max()}), "
-                               f"at least {MIN_TRAINING_DAYS} needed")
-    x = features(frame)[feature_names()].to_numpy(dtype="float64")
-    y = np.log(frame["trips"].to_numpy(dtype="float64"))
-    return new_model().fit(x, y)
+def forecast(model_blob: bytes, issued_on: date, weather: list[dict], version: str) -> list[dict]:
+    """The 7 forecast rows of `issued_on` from the weather as forecast (include/demand_model.forecast)."""
+    rows = run_model("forecast", issued_on=issued_on, model_b64=base64.b64encode(model_blob).decode(),
+                     weather=weather, version=version, holidays=holidays_payload([row["day"] for row in weather]))
+    return [{**row, "issued_on": date.fromisoformat(row["issued_on"]), "day": date.fromisoformat(row["day"])}
+            for row in rows["rows"]]
 
 
-def predict(model, days_frame) -> list[float]:
-    """Predicted trips per day of `days_frame` (sorted by day)."""
-    import numpy as np  # noqa: PLC0415
-
-    x = features(days_frame)[feature_names()].to_numpy(dtype="float64")
-    return [float(v) for v in np.exp(model.predict(x))]
-
-
-def model_bytes(model) -> bytes:
-    return pickle.dumps(model, protocol=5)
-
-
-def training_config(frame, issued_on: date) -> dict:
-    """What defines a training, besides the model's own bytes: hashed into model_version."""
-    return {"issued_on": issued_on.isoformat(), "first_day": frame["day"].min().isoformat(),
-            "last_day": frame["day"].max().isoformat(), "rows": len(frame), "features": feature_names(),
-            "trend_origin": TREND_ORIGIN.isoformat(), "training_window_days": TRAINING_WINDOW_DAYS,
-            "model": f"Pipeline(StandardScaler, Ridge(alpha={RIDGE_ALPHA}, solver='cholesky')) on log(trips)"}
-
-
-def model_version(issued_on: date, blob: bytes, config: dict) -> str:
-    """`<issued_on>-<sha12>`: the first 12 hex digits of sha256(model bytes + the training config as
-    sorted JSON) - the same inputs always give the same version."""
-    digest = hashlib.sha256(blob + json.dumps(config, sort_keys=True).encode()).hexdigest()
-    return f"{issued_on.isoformat()}-{digest[:12]}"
-
-
-def train(rows, issued_on: date) -> dict:
-    """Train the candidate of `issued_on` on the rows known then: {model, bytes, version, config,
-    frame (the training rows)}. Rows on or after the issue date are dropped first (known_history)
-    and the rest checked again (training_rows)."""
-    frame = training_rows(known_history(rows, issued_on), issued_on)
-    frame = _window(frame, issued_on).reset_index(drop=True)
-    model = fit(frame)
-    blob = model_bytes(model)
-    config = training_config(frame, issued_on)
-    return {"model": model, "bytes": blob, "version": model_version(issued_on, blob, config), "config": config,
-            "frame": frame}
-
-
-# -- forecast ----------------------------------------------------------------------------------------
-
-def forecast_days(issued_on: date) -> list[date]:
-    return [issued_on + timedelta(days=lead) for lead in range(1, HORIZON_DAYS + 1)]
-
-
-def forecast(model, issued_on: date, weather_frame, version: str) -> list[dict]:
-    """The 7 rows of taxi_demand_forecast for `issued_on`, from the weather forecast at issue time
-    (`weather_frame`: `day` and WEATHER_COLUMNS for exactly the days issued_on+1 .. issued_on+7)."""
-    frame = _frame(weather_frame)
-    expected = forecast_days(issued_on)
-    if frame["day"].tolist() != expected:
-        raise ValueError(f"weather for {frame['day'].tolist()}, the forecast of {issued_on} needs "
-                         f"{expected[0]}..{expected[-1]}")
-    predicted = predict(model, frame)
-    return [{"issued_on": issued_on, "day": day, "lead_days": (day - issued_on).days, "predicted_trips": trips,
-             "model_version": version} for day, trips in zip(expected, predicted, strict=True)]
-
-
-# -- baseline ----------------------------------------------------------------------------------------
-
-def seasonal_naive(history, days) -> list[float]:
-    """Seasonal-naive forecast of `days`: each day gets the trips of the same weekday in the latest
-    COMPLETE Monday-Sunday (ISO) week of `history` (all 7 days present) - the week as a whole, so a
-    forecast week copies one real week, not a mix of weeks. Holidays are not adjusted: that is the
-    baseline's point."""
-    frame = _frame(history)
-    by_day = dict(zip(frame["day"], frame["trips"], strict=True))
-    if not by_day:
-        raise NotEnoughHistory("no history for the seasonal-naive baseline")
-    monday = max(by_day) - timedelta(days=max(by_day).weekday())
-    while monday >= min(by_day) - timedelta(days=6):
-        week = [monday + timedelta(days=n) for n in range(7)]
-        if all(day in by_day for day in week):
-            return [float(by_day[week[day.weekday()]]) for day in days]
-        monday -= timedelta(days=7)
-    raise NotEnoughHistory(f"no complete Monday-Sunday week in {min(by_day)}..{max(by_day)}")
-
-
-# -- backtest ----------------------------------------------------------------------------------------
-
-def mape(actual, predicted) -> float:
-    """Mean absolute percentage error, as a fraction (0.05 = 5 %)."""
-    pairs = list(zip(actual, predicted, strict=True))
-    return sum(abs(p - a) / a for a, p in pairs) / len(pairs)
-
-
-def mae(actual, predicted) -> float:
-    pairs = list(zip(actual, predicted, strict=True))
-    return sum(abs(p - a) for a, p in pairs) / len(pairs)
-
-
-def gap_days(history, issued_on: date) -> int:
-    """Days between the newest actual known at issue time and the issue date, both excluded (the
-    TLC's publication delay as it is at `issued_on`: ~60)."""
-    last = _frame(history)["day"].max()
-    return (issued_on - last).days - 1
-
-
-def backtest_origins(history, issued_on: date, origins: int = BACKTEST_ORIGINS) -> list[date]:
-    """The last `origins` weekly origins inside the known history, oldest first: days of the issue
-    date's weekday whose 7 following days all have actuals."""
-    frame = _frame(history)
-    known = set(frame["day"])
-    last = frame["day"].max()
-    origin = last - timedelta(days=HORIZON_DAYS)
-    origin -= timedelta(days=(origin.weekday() - issued_on.weekday()) % 7)
-    found = []
-    while len(found) < origins and origin >= frame["day"].min():
-        if all(day in known for day in forecast_days(origin)):
-            found.append(origin)
-        origin -= timedelta(days=7)
-    return sorted(found)
-
-
-def backtest(history, issued_on: date, origins: int = BACKTEST_ORIGINS) -> dict:
-    """Rolling backtest of the method as it would have run at each of the last `origins` weekly
-    origins of the history known at `issued_on`, with the publication gap of `issued_on`: at origin
-    o, train on the days before o - gap (gap = gap_days), forecast o+1 .. o+7 from those days'
-    OBSERVED weather (better than the forecast weather a real issue has: the backtest is optimistic
-    about weather - `score` measures the real error later), and the seasonal-naive baseline from the
-    same training days. MAPE pooled over all forecast days, model and baseline on the same days."""
-    frame = training_rows(known_history(history, issued_on), issued_on)
-    gap = gap_days(frame, issued_on)
-    runs, actual_all, model_all, baseline_all = [], [], [], []
-    for origin in backtest_origins(frame, issued_on, origins):
-        cutoff = origin - timedelta(days=gap)
-        train_frame = _window(frame, cutoff)
-        if len(train_frame) < MIN_TRAINING_DAYS:
-            log.info("backtest origin %s skipped: %d days before %s", origin, len(train_frame), cutoff)
-            continue
-        target = frame[frame["day"].isin(forecast_days(origin))]
-        model = fit(train_frame)
-        predicted = predict(model, target)
-        baseline = seasonal_naive(train_frame, target["day"].tolist())
-        actual = target["trips"].astype("float64").tolist()
-        runs.append({"origin": origin.isoformat(), "train_first_day": train_frame["day"].min().isoformat(),
-                     "train_last_day": train_frame["day"].max().isoformat(), "cutoff": cutoff.isoformat(),
-                     "mape": mape(actual, predicted), "baseline_mape": mape(actual, baseline)})
-        actual_all += actual
-        model_all += predicted
-        baseline_all += baseline
-    if not runs:
-        raise NotEnoughHistory(f"no backtest origin before {issued_on} has {MIN_TRAINING_DAYS} days to train on "
-                               f"with the {gap}-day publication gap (history {frame['day'].min()}.."
-                               f"{frame['day'].max()})")
-    return {"gap_days": gap, "origins": runs, "days": len(actual_all), "mape": mape(actual_all, model_all),
-            "mae": mae(actual_all, model_all), "baseline_mape": mape(actual_all, baseline_all),
-            "baseline_mae": mae(actual_all, baseline_all)}
+def predict(models: list[tuple[bytes, list[dict]]]) -> list[list[float]]:
+    """For each (model bytes, rows): predicted trips per day of the rows, sorted by day
+    (include/demand_model.predict) - all in one model process."""
+    if not models:
+        return []
+    days = [row["day"] for _, rows in models for row in rows]
+    return run_model("predict", requests=[{"model_b64": base64.b64encode(blob).decode(), "rows": rows}
+                                          for blob, rows in models],
+                     holidays=holidays_payload(days))["predictions"]
 
 
 # -- gate --------------------------------------------------------------------------------------------
@@ -389,33 +200,24 @@ def gate(candidate_mape: float, baseline_mape: float, previous_mape: float | Non
 
 # -- model card --------------------------------------------------------------------------------------
 
-def library_versions() -> dict:
-    from importlib import metadata  # noqa: PLC0415
-
-    return {"python": platform.python_version(),
-            **{name: metadata.version(name) for name in ("scikit-learn", "numpy", "scipy", "pandas", "holidays")}}
-
-
 def model_card(trained: dict, backtest_result: dict, issued_on: date) -> dict:
     """The model card (store as JSON with sort_keys): what it was trained on, how, with which
-    libraries, and how it did in the backtest against the baseline; the gate's margins."""
-    frame = trained["frame"]
-    months: dict[str, int] = {}
-    for day in frame["day"]:
-        months[day.strftime("%Y-%m")] = months.get(day.strftime("%Y-%m"), 0) + 1
+    libraries, and how it did in the backtest against the baseline; the gate's margins. `trained`
+    is what the model process answers (train_and_backtest) or include/demand_model.train returns."""
+    config = trained["config"]
     return {
         "model_version": trained["version"],
         "issued_on": issued_on.isoformat(),
         "target": "log(trips) per New York day; prediction exp(model)",
-        "model": trained["config"]["model"],
-        "training_window": {"first_day": trained["config"]["first_day"], "last_day": trained["config"]["last_day"],
-                            "rows": len(frame), "window_days": TRAINING_WINDOW_DAYS,
+        "model": config["model"],
+        "training_window": {"first_day": config["first_day"], "last_day": config["last_day"],
+                            "rows": config["rows"], "window_days": config["training_window_days"],
                             "source": f"{HISTORY_TABLE} (observed weather), days < issued_on"},
-        "months_seen": months,  # YYYY-MM: days of that month in the training rows
-        "features": feature_names(),
-        "trend_origin": TREND_ORIGIN.isoformat(),
+        "months_seen": trained["months_seen"],  # YYYY-MM: days of that month in the training rows
+        "features": config["features"],
+        "trend_origin": config["trend_origin"],
         "holidays": "holidays.country_holidays('US', subdiv='NY'), observed days included",
-        "libraries": library_versions(),
+        "libraries": trained["libraries"],
         "backtest": {key: backtest_result[key] for key in ("gap_days", "days", "mape", "mae", "origins")},
         "baseline": {"method": "seasonal naive: same weekday of the latest complete Monday-Sunday week",
                      "mape": backtest_result["baseline_mape"], "mae": backtest_result["baseline_mae"]},
@@ -449,10 +251,6 @@ def score(forecast_rows, actual_rows, baseline_rows) -> dict:
             "baseline_mape": mape(truth, [baseline[day] for day, _ in scored])}
 
 
-def _day(value) -> date:
-    return value if type(value) is date else date.fromisoformat(str(value)[:10])
-
-
 # -- storage -----------------------------------------------------------------------------------------
 
 def model_key(version: str, name: str) -> str:
@@ -470,14 +268,15 @@ def save_model(model_blob: bytes, card: dict, version: str, conn_id: str = S3_CO
     return f"s3://{MODEL_BUCKET}/{MODEL_PREFIX}{version}/"
 
 
-def load_model(version: str, conn_id: str = S3_CONN_ID):
-    """The pickled model of `version` (only ever one this project wrote: pickle runs code)."""
+def load_model(version: str, conn_id: str = S3_CONN_ID) -> bytes:
+    """The pickled model of `version`, as bytes: only the model process unpickles it (pickle runs
+    code; this project only ever reads models it wrote itself)."""
     from include.object_storage import naming_s3, s3_path  # noqa: PLC0415
 
     key = model_key(version, "model.pkl")
     path = s3_path(MODEL_BUCKET, key, conn_id)
     with naming_s3("reading", path, MODEL_BUCKET, key, conn_id):
-        return pickle.loads(path.read_bytes())  # noqa: S301 - our own bucket's model
+        return path.read_bytes()
 
 
 def _records(sql_file: str, params: dict, conn_id: str) -> list[tuple]:

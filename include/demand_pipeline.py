@@ -94,18 +94,17 @@ def train_and_gate(instant: datetime, issued_on: date) -> dict:
     only then store the model and its card under s3://models/nyc_taxi_demand/<model_version>/.
     Returns what the asset event says of it."""
     from include.demand_forecast import (  # noqa: PLC0415
-        backtest,
         card_json,
         gate,
         latest_published_card,
         model_card,
         save_model,
-        train,
+        train_and_backtest,
     )
 
     history = history_known_at(instant, issued_on)
-    trained = train(history, issued_on)
-    tested = backtest(history, issued_on)
+    trained = train_and_backtest(history, issued_on)
+    tested = trained["backtest"]
     previous = latest_published_card(issued_on)
     previous_mape = previous["backtest"]["mape"] if previous else None
     log.info("candidate %s: backtest MAPE %.4f, seasonal-naive %.4f, previous published %s", trained["version"],
@@ -130,9 +129,7 @@ def load_forecast(instant: datetime, issued_on: date, model_version: str, weathe
     baseline as issued, into taxi_demand_forecast (the issue date's rows replaced)."""
     from include.demand_forecast import forecast, load_model, seasonal_naive, store_forecast  # noqa: PLC0415
 
-    model = load_model(model_version)
-    rows = forecast(model, issued_on, [{**day, "day": date.fromisoformat(day["day"])} for day in weather],
-                    model_version)
+    rows = forecast(load_model(model_version), issued_on, weather, model_version)
     baseline = seasonal_naive(history_known_at(instant, issued_on), [row["day"] for row in rows])
     for row, base in zip(rows, baseline, strict=True):
         row["baseline_trips"] = base
@@ -164,7 +161,7 @@ def score_forecasts(conn_id: str = WAREHOUSE_CONN_ID) -> list[dict]:
         conn.commit()
     finally:
         conn.close()
-    scored = []
+    weeks = []
     for issued_on, version, _ in pending:
         rows = stored_forecast(issued_on, conn_id)
         known = [row for row in rows if row["trips"] is not None]
@@ -173,9 +170,13 @@ def score_forecasts(conn_id: str = WAREHOUSE_CONN_ID) -> list[dict]:
         observed = hook.get_records(
             "SELECT day, temperature_min, temperature_mean, temperature_max, precipitation FROM taxi_daily_weather "
             "WHERE day = ANY(%s) ORDER BY day", [[r["day"] for r in known]])
-        frame = [dict(zip(["day", *WEATHER_COLUMNS], row, strict=True)) for row in observed]
-        with_observed = predict(load_model(version), frame)
-        metrics["mape_observed_weather"] = mape([float(r["trips"]) for r in known], with_observed)
+        observed_rows = [dict(zip(["day", *WEATHER_COLUMNS], row, strict=True)) for row in observed]
+        weeks.append((issued_on, version, rows, known, metrics, observed_rows))
+    # Every week's model on its days' observed weather, in one model process.
+    with_observed = predict([(load_model(version), observed_rows) for _, version, _, _, _, observed_rows in weeks])
+    scored = []
+    for (issued_on, version, rows, known, metrics, _), predicted in zip(weeks, with_observed, strict=True):
+        metrics["mape_observed_weather"] = mape([float(r["trips"]) for r in known], predicted)
         store_accuracy(issued_on, version, metrics, conn_id)
         write_object(week_chart_svg(issued_on, rows), REPORT_BUCKET, report_key(issued_on))
         scored.append({"issued_on": issued_on.isoformat(), "model_version": version, **metrics})

@@ -287,7 +287,7 @@ MODULE_SECONDS = {
     "test_strava_pipeline.py": 160, "test_taxi_daily_weather.py": 160, "test_exchange_rate_dags.py": 110,
     "test_scheduler_backfill.py": 150, "test_weather_dags.py": 50, "test_parse_cost.py": 30, "test_make_dag.py": 20,
     "test_s3_lockdown.py": 15, "test_standin_tlc_parquet.py": 30, "test_tlc_publication.py": 15,
-    "test_nyc_taxi_publisher.py": 50, "test_nyc_taxi_demand_forecast.py": 45,
+    "test_nyc_taxi_publisher.py": 50, "test_nyc_taxi_demand_forecast.py": 70,
 }
 
 
