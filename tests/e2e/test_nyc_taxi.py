@@ -196,18 +196,26 @@ def test_trigger_with_the_month_param_loads_that_month_whatever_the_logical_date
     assert _month_count("2021-02") == ROWS
 
 
-def test_two_first_loads_at_once_both_succeed(dagbag, tlc):
-    """Catch-up runs two months at once; on an empty warehouse both create the table. Two
-    concurrent CREATE TABLE IF NOT EXISTS fail one of them on pg_type's unique index unless the
-    DDL is serialized - both loads must succeed on their first try."""
+@pytest.mark.parametrize("source", ["course mirror", "publisher"])
+def test_two_first_loads_at_once_both_succeed(dagbag, tlc, source):
+    """Catch-up runs two months at once; on an empty warehouse both create the table (and, from the
+    publisher's files, add the fee columns). Two concurrent CREATE TABLE IF NOT EXISTS fail one of them
+    on pg_type's unique index unless the DDL is serialized - both loads must succeed on their first try."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from include.nyc_taxi import load_month
 
-    for month in ("2021-01", "2021-02"):
-        run, states = _run(dagbag, month)
-        assert run.state == "success", states
+    if source == "course mirror":
+        months = ("2021-01", "2021-02")
+        for month in months:
+            run, states = _run(dagbag, month)
+            assert run.state == "success", states
+        expected = [ROWS, ROWS]
+    else:  # two schema eras of the TLC's own files (int64/double counts before 2023-02, the CBD fee from 2025)
+        months = ("2022-11", "2025-02")
+        tlc.configure(tlc_now="2026-12-01T00:00:00+00:00")
+        expected = [_publisher_steps(tlc, month) for month in months]
     for attempt in range(3):
         _pg().run("DROP TABLE IF EXISTS yellow_taxi_trips CASCADE")
         barrier = threading.Barrier(2)
@@ -217,15 +225,18 @@ def test_two_first_loads_at_once_both_succeed(dagbag, tlc):
             return load_month(month)
 
         with ThreadPoolExecutor(2) as pool:
-            loaded = list(pool.map(load, ["2021-01", "2021-02"]))
-        assert loaded == [ROWS, ROWS], attempt
-        assert (_month_count("2021-01"), _month_count("2021-02")) == (ROWS, ROWS)
+            loaded = list(pool.map(load, months))
+        assert loaded == expected, attempt
+        assert [_month_count(month) for month in months] == expected
+    if source == "publisher":
+        cbd = "SELECT count(cbd_congestion_fee) FROM yellow_taxi_trips WHERE data_month = %s"
+        assert [_pg().get_first(cbd, [f"{month}-01"])[0] > 0 for month in months] == [False, True]
     # Every other month is gone with the dropped table: void its earlier asset events, or the DAG
     # scheduled on yellow_taxi_trips (with catch-up) would later be sent to build months that are gone.
     from include.assets import YELLOW_TAXI_TRIPS
     from tests.e2e.asset_events import void_events
 
-    void_events(YELLOW_TAXI_TRIPS, keep=lambda extra: extra.get("month") in ("2021-01", "2021-02"))
+    void_events(YELLOW_TAXI_TRIPS, keep=lambda extra: extra.get("month") in months)
 
 
 # -- the fee columns (V2) and the TLC's own parquet files ---------------------------------------------
