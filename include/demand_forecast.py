@@ -7,7 +7,7 @@ The model runs in a process of its own (`run_model`), started with the interpret
 task process already holds the Airflow SDK and the hooks (~135 MB); scikit-learn imports scipy.stats
 and, where pandas is installed (it is, in the Airflow image), pandas and pyarrow: in one process that
 is ~310 MB before any data, over the 300 MB a task may use. In its own environment without pandas
-the model process peaks at ~150 MB, the task's two processes together at ~285 MB
+the training process peaks at ~120 MB, the task's two processes together at ~250-280 MB
 (docs/demand-forecast.md#cost). It also keeps the model's library pins independent of Airflow's
 constraints, and the process gets no Airflow environment: no connection or secret reaches it.
 """
@@ -29,18 +29,7 @@ from pathlib import Path
 from airflow.sdk.exceptions import AirflowFailException
 
 from include import demand_model
-from include.demand_model import (  # noqa: F401 - the model's names, for the pipeline and tests
-    HORIZON_DAYS,
-    TRAINING_WINDOW_DAYS,
-    TREND_ORIGIN,
-    WEATHER_COLUMNS,
-    _day,
-    feature_names,
-    forecast_days,
-    mae,
-    mape,
-    seasonal_naive,
-)
+from include.demand_model import as_date, forecast_days, mae, mape
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +66,9 @@ MODEL_PROCESS_TIMEOUT_S = 600
 # The model process's whole environment: nothing of Airflow's (connections, secrets) goes with it. One
 # BLAS/OpenMP thread: the same floating-point sums on any worker size (byte-identical models), and no
 # per-thread buffers.
-MODEL_PROCESS_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
-                     "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"}
+# (PYTHON* variables would be ignored: the process runs with -I.)
+MODEL_PROCESS_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+                     "MKL_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"}
 
 
 class ForecastGateFailed(AirflowFailException):
@@ -237,9 +227,10 @@ def score(forecast_rows, actual_rows, baseline_rows) -> dict:
     actuals: {days_scored, mae, mape, baseline_mape} (MAPE as a fraction; None when no day has an
     actual yet). Rows are mappings: forecast {day, predicted_trips}, actual {day, trips}, baseline
     {day, trips | predicted_trips}."""
-    actual = {_day(r["day"]): float(r["trips"]) for r in actual_rows}
-    baseline = {_day(r["day"]): float(r.get("predicted_trips", r.get("trips"))) for r in baseline_rows}
-    scored = sorted((_day(r["day"]), float(r["predicted_trips"])) for r in forecast_rows if _day(r["day"]) in actual)
+    actual = {as_date(r["day"]): float(r["trips"]) for r in actual_rows}
+    baseline = {as_date(r["day"]): float(r.get("predicted_trips", r.get("trips"))) for r in baseline_rows}
+    scored = sorted((as_date(r["day"]), float(r["predicted_trips"])) for r in forecast_rows
+                    if as_date(r["day"]) in actual)
     missing = [day for day, _ in scored if day not in baseline]
     if missing:
         raise ValueError(f"no baseline for {missing}")
@@ -297,13 +288,6 @@ def _records(sql_file: str, params: dict, conn_id: str) -> list[tuple]:
     return rows
 
 
-def load_history(issued_on: date, conn_id: str = WAREHOUSE_CONN_ID) -> list[dict]:
-    """The taxi_daily_weather days known at issue time (day < issued_on), sorted by day."""
-    columns = ["day", "trips", *WEATHER_COLUMNS]
-    return [dict(zip(columns, row, strict=True))
-            for row in _records(f"{TABLE}/history.sql", {"issued_on": issued_on}, conn_id)]
-
-
 def latest_published_version(before: date, conn_id: str = WAREHOUSE_CONN_ID) -> str | None:
     """model_version of the newest forecast issued before `before` (the previous published model)."""
     rows = _records(f"{TABLE}/latest_published.sql", {"before": before}, conn_id)
@@ -325,13 +309,13 @@ def check_forecast_rows(issued_on: date, rows: list[dict]) -> None:
     """The 7 rows of one issue, before they are written: days issued_on+1..+7 with their lead,
     one model_version, finite positive predictions (the rows are computed in the same task, so the
     check runs here rather than on a staged table)."""
-    days = sorted(_day(r["day"]) for r in rows)
+    days = sorted(as_date(r["day"]) for r in rows)
     problems = []
     if days != forecast_days(issued_on):
         problems.append(f"days {days}, expected {forecast_days(issued_on)}")
-    if any(_day(r["issued_on"]) != issued_on for r in rows):
+    if any(as_date(r["issued_on"]) != issued_on for r in rows):
         problems.append("rows of another issue date")
-    if any(r["lead_days"] != (_day(r["day"]) - issued_on).days for r in rows):
+    if any(r["lead_days"] != (as_date(r["day"]) - issued_on).days for r in rows):
         problems.append("lead_days is not day - issued_on")
     if len({r["model_version"] for r in rows}) != 1:
         problems.append(f"model versions {sorted({r['model_version'] for r in rows})}")

@@ -69,7 +69,8 @@ class LeakedFutureRow(ValueError):
 
 # -- rows --------------------------------------------------------------------------------------------
 
-def _day(value) -> date:
+def as_date(value) -> date:
+    """A date, or an ISO date/datetime string, as datetime.date."""
     return value if type(value) is date else date.fromisoformat(str(value)[:10])
 
 
@@ -81,7 +82,7 @@ def _rows(rows) -> list[dict]:
     for row in records:
         if "day" not in row:
             raise ValueError(f"rows need a `day` column, got {sorted(row)}")
-        out.append({**row, "day": _day(row["day"])})
+        out.append({**row, "day": as_date(row["day"])})
     out.sort(key=lambda row: row["day"])
     duplicates = sorted({a["day"] for a, b in zip(out, out[1:], strict=False) if a["day"] == b["day"]})
     if duplicates:
@@ -121,7 +122,7 @@ def holiday_days(years) -> set[date]:
 def holiday_years(days) -> list[int]:
     """The years whose holidays the features of `days` need: theirs and one either side (the day
     before / after a holiday crosses New Year)."""
-    years = {_day(day).year for day in days}
+    years = {as_date(day).year for day in days}
     return sorted(years | {year - 1 for year in years} | {year + 1 for year in years})
 
 
@@ -169,14 +170,14 @@ def features(rows):
 # -- training ----------------------------------------------------------------------------------------
 
 def known_history(rows, issued_on: date) -> list[dict]:
-    """The rows known at issue time: days strictly before `issued_on` (what history.sql selects),
+    """The rows known at issue time: days strictly before `issued_on` (what history_known_at.sql selects),
     sorted by day."""
     return [row for row in _rows(rows) if row["day"] < issued_on]
 
 
 def training_rows(rows, issued_on: date) -> list[dict]:
     """The training rows, sorted by day - after checking that none is on or after `issued_on`
-    (defence in depth behind history.sql's WHERE day < issued_on: raises LeakedFutureRow)."""
+    (defence in depth behind history_known_at.sql's day < issued_on: raises LeakedFutureRow)."""
     rows = _rows(rows)
     future = [row["day"] for row in rows if row["day"] >= issued_on]
     if future:
@@ -315,7 +316,7 @@ def seasonal_naive(history, days) -> list[float]:
     while monday >= min(by_day) - timedelta(days=6):
         week = [monday + timedelta(days=n) for n in range(7)]
         if all(day in by_day for day in week):
-            return [float(by_day[week[_day(day).weekday()]]) for day in days]
+            return [float(by_day[week[as_date(day).weekday()]]) for day in days]
         monday -= timedelta(days=7)
     raise NotEnoughHistory(f"no complete Monday-Sunday week in {min(by_day)}..{max(by_day)}")
 
@@ -431,10 +432,10 @@ def handle(request: dict) -> dict:
     if operation == "holidays":
         return jsonable({"holidays": {str(year): sorted(holiday_days([year])) for year in request["years"]},
                           "peak_rss_mb": _peak_rss_mb()})
-    GIVEN_HOLIDAYS = {int(year): {_day(day) for day in days} for year, days in request["holidays"].items()}
+    GIVEN_HOLIDAYS = {int(year): {as_date(day) for day in days} for year, days in request["holidays"].items()}
     try:
         if operation == "train":
-            issued_on = _day(request["issued_on"])
+            issued_on = as_date(request["issued_on"])
             trained = train(request["history"], issued_on, request["spec"])
             tested = backtest(request["history"], issued_on, spec=request["spec"])
             answer = {"model_b64": base64.b64encode(trained["bytes"]).decode(), "version": trained["version"],
@@ -443,7 +444,7 @@ def handle(request: dict) -> dict:
                       "sha256": hashlib.sha256(trained["bytes"]).hexdigest(), "backtest": tested}
         elif operation == "forecast":
             model = pickle.loads(base64.b64decode(request["model_b64"]))  # noqa: S301 - our own bucket's model
-            answer = {"rows": forecast(model, _day(request["issued_on"]), request["weather"], request["version"])}
+            answer = {"rows": forecast(model, as_date(request["issued_on"]), request["weather"], request["version"])}
         elif operation == "predict":
             answer = {"predictions": [predict(pickle.loads(base64.b64decode(item["model_b64"])),  # noqa: S301
                                               item["rows"]) for item in request["requests"]]}

@@ -14,13 +14,8 @@ import logging
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from include.demand_forecast import (
-    ACCURACY_TABLE,
-    MODEL_BUCKET,
-    TABLE,
-    WAREHOUSE_CONN_ID,
-    WEATHER_COLUMNS,
-)
+from include.demand_forecast import ACCURACY_TABLE, MODEL_BUCKET, TABLE, WAREHOUSE_CONN_ID
+from include.demand_model import WEATHER_COLUMNS
 
 log = logging.getLogger(__name__)
 NEW_YORK = ZoneInfo("America/New_York")
@@ -79,7 +74,7 @@ def history_is_current(instant: datetime, issued_on: date) -> tuple[bool, str | 
 
 def extract_weather_forecast(instant: datetime, issued_on: date, now: datetime | None = None) -> list[dict]:
     """The 7 forecast days' weather as forecast at the issue instant (JSON-ready: XCom)."""
-    from include.demand_forecast import forecast_days  # noqa: PLC0415
+    from include.demand_model import forecast_days  # noqa: PLC0415
     from include.weather import NYC_LATITUDE, NYC_LONGITUDE  # noqa: PLC0415
     from include.weather_forecasts import forecast_days_as_issued  # noqa: PLC0415
 
@@ -127,7 +122,8 @@ def train_and_gate(instant: datetime, issued_on: date) -> dict:
 def load_forecast(instant: datetime, issued_on: date, model_version: str, weather: list[dict]) -> dict:
     """The published model's forecast of the 7 days from the weather as forecast, with the seasonal-naive
     baseline as issued, into taxi_demand_forecast (the issue date's rows replaced)."""
-    from include.demand_forecast import forecast, load_model, seasonal_naive, store_forecast  # noqa: PLC0415
+    from include.demand_forecast import forecast, load_model, store_forecast  # noqa: PLC0415
+    from include.demand_model import seasonal_naive  # noqa: PLC0415
 
     rows = forecast(load_model(model_version), issued_on, weather, model_version)
     baseline = seasonal_naive(history_known_at(instant, issued_on), [row["day"] for row in rows])
@@ -146,7 +142,8 @@ def score_forecasts(conn_id: str = WAREHOUSE_CONN_ID) -> list[dict]:
     s3://weather-data/reports/nyc_taxi_demand/<issued_on>.svg. Idempotent: a score is replaced."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: PLC0415
 
-    from include.demand_forecast import load_model, mape, predict, score, store_accuracy, stored_forecast  # noqa: PLC0415
+    from include.demand_forecast import load_model, predict, score, store_accuracy, stored_forecast  # noqa: PLC0415
+    from include.demand_model import mape  # noqa: PLC0415
     from include.object_storage import write_object  # noqa: PLC0415
     from include.warehouse import apply_ddl, read_sql  # noqa: PLC0415
 
