@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from unittest import mock
 
-from devstack.services import free_port, free_s3_base_port
+from devstack.services import distinct_free_ports, free_s3_base_port, s3_block_ports
 from devstack.stack import ROOT
 
 # Unpause the DAGs of a batch, then trigger each run (dag_id, logical date ISO, conf) - as the UI's
@@ -47,8 +47,9 @@ class LiveStack:
     def __init__(self, tmp: Path, extra_env: dict[str, str] | None = None):
         s3 = free_s3_base_port()
         self.state_dir = tmp / "state"
-        ports = {name: str(free_port()) for name in ("API", "POSTGRES", "REDIS", "STANDIN", "SCHEDULER_HEALTH",
-                                                      "WORKER_LOG", "TRIGGER_LOG", "FLOWER")}
+        names = ("API", "POSTGRES", "REDIS", "STANDIN", "SCHEDULER_HEALTH", "WORKER_LOG", "TRIGGER_LOG", "FLOWER")
+        # Distinct, and none inside the S3 block (a Redis once took the S3 block's port before S3 bound it).
+        ports = dict(zip(names, map(str, distinct_free_ports(len(names), taken=set(s3_block_ports(s3)))), strict=True))
         # Nothing of the caller's own stack (make test's servers, folders, keys) leaks in.
         env = {key: value for key, value in os.environ.items()
                if not key.startswith(("AIRFLOW", "DEVSTACK_", "WEATHER_", "TWELVEDATA_", "STRAVA_", "NYC_TAXI_"))}

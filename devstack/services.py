@@ -92,14 +92,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def distinct_free_ports(count: int, taken: set[int] = frozenset()) -> list[int]:
+    """`count` free ports, distinct from each other and from `taken`: free_port() alone may hand out
+    one twice, since nothing holds a port until its server binds it."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports and port not in taken:
+            ports.append(port)
+    return ports
+
+
+def s3_block_ports(s3: int) -> list[int]:
+    """Every port a DEVSTACK_S3_PORT of `s3` uses: the gateway, its 11 internal servers, and the
+    admin one (+10) + 10000 (its worker's gRPC port)."""
+    return [*range(s3, s3 + 12), s3 + 10 + 10000]
+
+
 def free_s3_base_port() -> int:
     """A DEVSTACK_S3_PORT for a stack of its own: 12 consecutive free ports (the gateway and its 11
-    internal servers) and admin (+10) + 10000, below the ephemeral range when there is room."""
+    internal servers) and admin (+10) + 10000, below the ephemeral range when there is room. A
+    stack's other ports must then avoid s3_block_ports(): distinct_free_ports(n, taken=...)."""
     low, _ = ephemeral_port_range()
     bounds = port_range()
     for attempt in range(1000):
         s3 = free_port()
-        ports = [*range(s3, s3 + 12), s3 + 10 + 10000]
+        ports = s3_block_ports(s3)
         limit = low if attempt < 500 else 65536
         in_slice = bounds is None or s3 + 12 <= bounds[1]  # the 12 consecutive ports stay in our slice
         if in_slice and max(ports) < limit and not any(port_in_use(p) for p in ports):

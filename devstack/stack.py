@@ -31,8 +31,8 @@ from devstack.services import (
     S3Service,
     Service,
     ServiceError,
+    distinct_free_ports,
     ephemeral_port_range,
-    free_port,
     http_ok,
     port_in_use,
 )
@@ -104,7 +104,7 @@ class StackConfig:
     def for_tests(cls, state_dir: Path) -> StackConfig:
         # Distinct ports: free_port() alone may hand out one twice (nothing holds it in between).
         s3_internal = _internal_s3_ports()
-        postgres, redis, s3, standin, api, health, worker_log, trigger_log, flower = _distinct_free_ports(
+        postgres, redis, s3, standin, api, health, worker_log, trigger_log, flower = distinct_free_ports(
             9, taken={*s3_internal, s3_internal[9] + 10000})
         return cls(
             state_dir=state_dir,
@@ -212,26 +212,17 @@ def default_slots() -> int:
     return max(4, 4 * (os.cpu_count() or 1))
 
 
-def _distinct_free_ports(count: int, taken: set[int] = frozenset()) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports and port not in taken:
-            ports.append(port)
-    return ports
-
-
 def _internal_s3_ports() -> list[int]:
     """11 distinct free ports for SeaweedFS; the admin one (10th) low enough that it + 10000 (its
     worker's gRPC port) is a free port too. No port whose number a dead weed's /tmp socket still
     carries (S3Service.grpc_sockets_in_tmp: another user's cannot be replaced)."""
     taken = {int(match.group(1)) for path in Path("/tmp").glob("seaweedfs-*-grpc-*.sock")
              if (match := re.fullmatch(r"seaweedfs-.+-grpc-(\d+)\.sock", path.name))}
-    ports = _distinct_free_ports(11, taken=taken)
+    ports = distinct_free_ports(11, taken=taken)
     low, _ = ephemeral_port_range()
     limit = low if low > 12000 else 65536  # admin + 10000 outside the ephemeral range too (see free_port)
     while ports[9] + 10000 >= limit or port_in_use(ports[9] + 10000) or ports[9] + 10000 in taken:
-        ports[9] = _distinct_free_ports(1, taken={*ports, *taken})[0]
+        ports[9] = distinct_free_ports(1, taken={*ports, *taken})[0]
     return ports
 
 
@@ -239,7 +230,7 @@ def standalone_s3_ports() -> tuple[int, list[int]]:
     """(gateway, the 11 internal ports) for one more S3Service beside a running stack: all distinct,
     and the admin port + 10000 free too."""
     internal = _internal_s3_ports()
-    return _distinct_free_ports(1, taken={*internal, internal[9] + 10000})[0], internal
+    return distinct_free_ports(1, taken={*internal, internal[9] + 10000})[0], internal
 
 
 def read_env_file(path: Path) -> dict[str, str]:

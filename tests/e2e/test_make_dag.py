@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from devstack.services import free_port, free_s3_base_port, port_in_use
+from devstack.services import distinct_free_ports, free_s3_base_port, port_in_use, s3_block_ports
 from devstack.stack import ROOT
 
 
@@ -18,9 +18,10 @@ def _standalone_env(tmp_path) -> dict[str, str]:
     s3 = free_s3_base_port()
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRFLOW__"))}  # nothing from the test stack
-    return env | {"DEVSTACK_STATE_DIR": str(tmp_path / "state"), "DEVSTACK_API_PORT": str(free_port()),
-                  "DEVSTACK_POSTGRES_PORT": str(free_port()), "DEVSTACK_REDIS_PORT": str(free_port()),
-                  "DEVSTACK_S3_PORT": str(s3), "DEVSTACK_STANDIN_PORT": str(free_port())}
+    api, postgres, redis, standin = distinct_free_ports(4, taken=set(s3_block_ports(s3)))
+    return env | {"DEVSTACK_STATE_DIR": str(tmp_path / "state"), "DEVSTACK_API_PORT": str(api),
+                  "DEVSTACK_POSTGRES_PORT": str(postgres), "DEVSTACK_REDIS_PORT": str(redis),
+                  "DEVSTACK_S3_PORT": str(s3), "DEVSTACK_STANDIN_PORT": str(standin)}
 
 
 @pytest.mark.usefixtures("stack")  # not used, but a missing server install fails here with its message

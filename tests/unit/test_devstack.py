@@ -226,3 +226,14 @@ def test_a_wrong_executor_setting_is_named(monkeypatch, tmp_path, variable, valu
     monkeypatch.setenv(variable, value)
     with pytest.raises(ServiceError, match=message):
         StackConfig.for_run(offline=True)
+
+
+def test_a_stacks_ports_are_distinct_and_outside_its_s3_block(monkeypatch):
+    """free_port() checks only that nothing listens now: a port handed out twice, or one inside the S3
+    block that S3 has not bound yet (a LiveStack's Redis took 16043 that way, then S3 failed), must be skipped."""
+    from devstack import services
+
+    handed_out = iter([16043, 16043, 16040, 17000, 17000, 26052, 17001])
+    monkeypatch.setattr(services, "free_port", lambda: next(handed_out))
+    assert services.s3_block_ports(16040) == [*range(16040, 16052), 26050]
+    assert services.distinct_free_ports(2, taken=set(services.s3_block_ports(16040))) == [17000, 26052]
